@@ -1,0 +1,78 @@
+"""Reading perfgate's TOML data files with errors that name the file, the line and the field."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from perfgate._errors import ConfigError
+
+
+def read_toml(path: Path, kind: str) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{kind} file not found", source=str(path),
+                          fix=f"check the path, or list the {kind}s with `perfgate {kind}s`") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {kind} file: {exc.strerror}", source=str(path)) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message ends with "(at line N, column M)"; keep it, it is the useful part.
+        raise ConfigError(f"invalid TOML: {exc}", source=str(path),
+                          fix="fix the syntax at that line (strings need quotes, tables [like.this])") from None
+
+
+def find_line(path: Path, key: str) -> int | None:
+    """The 1-based line where ``key = ...`` is written in ``path`` (first match), for error messages."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    pattern = re.compile(r'^\s*["\']?' + re.escape(key) + r'["\']?\s*=')
+    for number, line in enumerate(lines, 1):
+        if pattern.match(line):
+            return number
+    return None
+
+
+def validate(model: type[BaseModel], data: dict[str, Any], path: Path, kind: str) -> Any:
+    """``model.model_validate(data)``, turning pydantic's error into one naming file, field and rule."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            line = find_line(path, str(err["loc"][-1])) if err["loc"] else None
+            where = f"{path}:{line}" if line else str(path)
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                allowed = ", ".join(sorted(_fields_at(model, err["loc"][:-1])))
+                msg = f"unknown field; allowed here: {allowed}"
+            problems.append(f"{where}: field '{field}': {msg}")
+        raise ConfigError(f"invalid {kind}:\n  " + "\n  ".join(problems),
+                          fix=f"correct the field(s) above in {path}") from None
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the (nested) model at ``loc``; best effort, for listing valid choices."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue
+        info = current.model_fields.get(str(part)) or next(
+            (f for f in current.model_fields.values() if f.alias == part), None)
+        if info is None:
+            return []
+        ann = info.annotation
+        args = getattr(ann, "__args__", ()) or ()
+        current = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), ann)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or name for name, f in current.model_fields.items()]
+    return []

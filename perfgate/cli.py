@@ -1,0 +1,55 @@
+"""``perfgate``: the command line. Each subcommand lives in ``perfgate/commands/<name>.py``.
+
+Every command turns a ``PerfgateError`` into its message and exit code 2 (1 means "the check ran and
+failed", as in lint and doctor refusals), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from perfgate._errors import PerfgateError
+
+# name -> module under perfgate.commands; each module has `register(subparsers)` which adds its parser
+# and sets `func` (args -> int exit code).
+COMMANDS = ("profiles", "lint", "doctor", "model", "bench", "baselines", "ab", "metrics")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="perfgate", description="Performance regression gate for vLLM serving.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"perfgate.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"perfgate.commands.{name}":
+                continue  # not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # `perfgate lint -- vllm serve MODEL --flag ...`: everything after `--` is the raw command line.
+    raw: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, raw = argv[:cut], argv[cut + 1:]
+    args = parser.parse_args(argv)
+    args.raw_command = raw
+    try:
+        return int(args.func(args) or 0)
+    except PerfgateError as exc:
+        print(f"perfgate {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``perfgate`` CLI, one module each (see ``perfgate.cli``)."""
