@@ -63,16 +63,28 @@ def validate(model: type[BaseModel], data: dict[str, Any], path: Path, kind: str
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     """Field names of the (nested) model at ``loc``; best effort, for listing valid choices."""
     current: Any = model
+    options: list[Any] = []  # the models of a union field; pydantic puts the chosen tag in ``loc``
     for part in loc:
         if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
             continue
         info = current.model_fields.get(str(part)) or next(
             (f for f in current.model_fields.values() if f.alias == part), None)
         if info is None:
-            return []
+            tagged = next((o for o in options if _tag(o) == part), None)
+            if tagged is None:
+                return []
+            current = tagged
+            continue
         ann = info.annotation
         args = getattr(ann, "__args__", ()) or ()
-        current = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), ann)
+        options = [a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
+        current = options[0] if options else ann
     if isinstance(current, type) and issubclass(current, BaseModel):
         return [f.alias or name for name, f in current.model_fields.items()]
     return []
+
+
+def _tag(model: type[BaseModel]) -> Any:
+    """The default of a discriminated-union member's ``kind`` field (pydantic's tag in error locations)."""
+    info = model.model_fields.get("kind")
+    return info.default if info is not None else None

@@ -62,6 +62,8 @@ class Profile(BaseModel):
     flag_sources: dict[str, str] = Field(default_factory=dict)
     files: tuple[str, ...] = ()
     gpu_overrides: dict[str, dict[str, FlagValue]] = Field(default_factory=dict)
+    # "gpu.<class>.<flag>" -> file:line of each [gpu.<class>] override, so lint can check them all.
+    override_sources: dict[str, str] = Field(default_factory=dict)
 
     def flag_args(self) -> list[str]:
         """vLLM's flags as argv, in the order written: true -> ``--x``, false -> ``--no-x``."""
@@ -170,12 +172,12 @@ def load_profile(name_or_path: str, *, gpu_class: str | None = None,
                 merged[field] = value
         for key, value in data.vllm.items():
             flags[key] = value
-            sources[key] = _where(path, key)
+            sources[key] = _where(path, key, "vllm")
         env.update(data.env)
         for cls, table in data.gpu.items():
             overrides.setdefault(cls, {}).update(table)
             for key in table:
-                sources[f"gpu.{cls}.{key}"] = _where(path, key)
+                sources[f"gpu.{cls}.{key}"] = _where(path, key, f"gpu.{cls}")
 
     name_path = chain[0][0]
     if "model" not in merged:
@@ -200,9 +202,29 @@ def load_profile(name_or_path: str, *, gpu_class: str | None = None,
         flag_sources={k: v for k, v in sources.items() if not k.startswith("gpu.")},
         files=tuple(str(p) for p, _ in chain),
         gpu_overrides=overrides,
+        override_sources={k: v for k, v in sources.items() if k.startswith("gpu.")},
     )
 
 
-def _where(path: Path, key: str) -> str:
-    line = find_line(path, key)
+def _where(path: Path, key: str, table: str | None = None) -> str:
+    line = _find_line_in_table(path, key, table) if table else find_line(path, key)
     return f"{path}:{line}" if line else str(path)
+
+
+def _find_line_in_table(path: Path, key: str, table: str) -> int | None:
+    """The line of ``key = ...`` inside ``[table]`` (the same key may also sit in [vllm] and [gpu.x])."""
+    import re
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    header = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")
+    key_re = re.compile(r'^\s*["\']?' + re.escape(key) + r'["\']?\s*=')
+    current = ""
+    for number, line in enumerate(lines, 1):
+        if m := header.match(line):
+            current = m.group(1).replace('"', "").replace(" ", "")
+        elif current == table and key_re.match(line):
+            return number
+    return find_line(path, key)
