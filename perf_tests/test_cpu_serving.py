@@ -1,0 +1,27 @@
+"""The CPU path: real vLLM (CPU build) serving the tiny synthetic Qwen3, end to end.
+
+`pytest perf_tests -m cpu` on any 2-core machine; the same tests a GPU runner runs, at toy scale.
+"""
+
+import pytest
+
+pytestmark = [pytest.mark.cpu, pytest.mark.slow]
+
+
+async def test_closed_loop_meets_cpu_slos_and_baseline(perfgate):
+    phase = await perfgate.measure("cpu-closed", repeats=3)
+    perfgate.assert_slos(phase)
+    perfgate.assert_no_regression(phase)
+
+
+async def test_poisson_arrivals_meet_cpu_slos(perfgate):
+    phase = await perfgate.measure("cpu-poisson")
+    perfgate.assert_slos(phase)
+
+
+async def test_server_counts_match_the_client(perfgate):
+    """vLLM's own /metrics counters agree with what the client saw: nobody is miscounting."""
+    phase = await perfgate.measure("cpu-closed")
+    m = phase.metrics
+    assert m["server_requests_completed"] == m["completed"]
+    assert m["server_generation_tokens"] == m["total_output_tokens"]

@@ -1,0 +1,173 @@
+"""What a perf test calls: measure a scenario (with repeats), then assert SLOs and the baseline gate.
+
+Failures raise through ``fail`` (pytest.fail in the fixture) with one table and the path of the raw
+results, so a person reads the verdict in seconds. Nothing here imports pytest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from perfgate._errors import PerfgateError
+from perfgate.measure import measure_phase
+from perfgate.phase import PhaseResult
+from perfgate.session import PerfgateSession
+from perfgate.target import Target
+
+
+def _pytest_fail(message: str) -> None:
+    import pytest
+
+    pytest.fail(message, pytrace=False)
+
+
+class PhaseRunner:
+    def __init__(self, target: Target, session: PerfgateSession, *, benchmark_provider: Callable[[], Any] | None = None,
+                 hook: Any = None, config: Any = None, test_id: str = "",
+                 fail: Callable[[str], None] = _pytest_fail) -> None:
+        self.target = target
+        self.session = session
+        self._benchmark_provider = benchmark_provider
+        self._hook = hook
+        self._config = config
+        self.test_id = test_id
+        self._fail = fail
+        self.phases: dict[str, list[PhaseResult]] = {}
+
+    @property
+    def results_dir(self) -> Path:
+        return self.session.results_dir
+
+    def fail(self, message: str) -> None:
+        self._fail(self.session.redact(message))
+
+    # -- measuring -----------------------------------------------------------------------------------
+    async def measure(self, scenario: str, *, repeats: int | None = None, allow_invalid: bool = False) -> PhaseResult:
+        """Run ``scenario`` against this test's server ``repeats`` times; returns the last repeat.
+
+        An invalid run (the client fell behind its schedule) fails the test unless ``allow_invalid``.
+        """
+        from perfgate.scenario import load_scenario
+
+        try:
+            spec = load_scenario(scenario)
+        except PerfgateError as exc:
+            self.fail(str(exc))
+        count = self.session.repeats or repeats or 1
+        done = self.phases.setdefault(spec.name, [])
+        for _ in range(count):
+            self._require_alive("before")
+            repeat = sum(1 for p in self.session.phases if p.profile == self.target.profile and p.scenario == spec.name)
+            try:
+                phase = await measure_phase(self.target, spec, results_dir=self.results_dir, repeat=repeat)
+            finally:
+                pass
+            done.append(phase)
+            self.session.add_phase(phase)
+            if self._hook is not None:
+                self._hook.pytest_perfgate_phase_measured(config=self._config, phase=phase)
+            self._require_alive("during", phase)
+        self._record_benchmark(done)
+        last = done[-1]
+        if not allow_invalid and not all(p.valid for p in done):
+            reasons = sorted({r for p in done for r in p.invalid_reasons})
+            self.fail(f"INVALID run of {last.key}: the numbers describe the client, not the server.\n  "
+                      + "\n  ".join(reasons) + f"\nraw results: {self.results_dir}")
+        return last
+
+    def repeats_of(self, phase: PhaseResult) -> list[PhaseResult]:
+        return self.phases.get(phase.scenario, [phase])
+
+    def _require_alive(self, when: str, phase: PhaseResult | None = None) -> None:
+        if self.target.server.alive():
+            return
+        from perfgate.server import tail
+
+        log_path = getattr(self.target.server, "log_path", None)
+        saved = f"partial results saved in {self.results_dir}" if phase else f"results so far in {self.results_dir}"
+        self.fail(f"the vLLM server for profile {self.target.profile} is not running ({when} the phase); {saved}\n"
+                  f"--- last lines of {log_path} ---\n{tail(Path(log_path), 30) if log_path else '(attached server)'}")
+
+    def _record_benchmark(self, phases: list[PhaseResult]) -> None:
+        """pytest-benchmark sees each request's E2E latency as one round, and every metric as extra_info.
+
+        So --benchmark-save/--benchmark-compare and `pytest-benchmark compare` work on latency; the verdict
+        itself is perfgate's gate (pytest-benchmark's compare is timing-only and lower-is-better).
+        """
+        if self._benchmark_provider is None:
+            return
+        try:
+            benchmark = self._benchmark_provider()
+        except Exception:  # pytest-benchmark not active (e.g. -p no:benchmark)
+            return
+        from perfgate.baseline import load_request_latencies
+
+        latencies = [ms / 1000.0 for p in phases
+                     for ms in load_request_latencies(p, self.results_dir).get("e2el_ms", [])]
+        benchmark.extra_info.update({k: v for k, v in phases[-1].metrics.items()})
+        benchmark.extra_info["perfgate_key"] = phases[-1].key
+        benchmark.extra_info["repeats"] = len(phases)
+        if getattr(benchmark, "_mode", None) or not latencies:
+            return
+        benchmark._mode = "perfgate.measure(...)"
+        if benchmark.enabled:
+            stats = benchmark._make_stats(1)
+            for value in latencies:
+                stats.update(value)
+
+    # -- verdicts ------------------------------------------------------------------------------------
+    def assert_slos(self, phase: PhaseResult):
+        """Fail with one table (metric, bound, measured, margin) if an SLO for this key is not met."""
+        from perfgate.slo import load_slos
+
+        try:
+            slos = load_slos(phase.gpu_class, phase.profile, phase.scenario)
+        except PerfgateError as exc:
+            self.fail(str(exc))
+        if slos is None:
+            self.fail(f"no SLO set for {phase.key}: add one to slos/{phase.gpu_class}.toml "
+                      f"(an unchecked run is not a pass)")
+        verdict = slos.evaluate(phase, self.results_dir)
+        self.session.verdicts.setdefault(_vkey(phase), {})["slo"] = verdict
+        if not verdict.passed:
+            why = ""
+            if phase.saturated:
+                why = "\nthe server was over capacity in this window: " + "; ".join(phase.saturation_reasons)
+            self.fail(f"SLO failed for {phase.key}\n{verdict.table()}{why}\nraw results: {self.results_dir}")
+        return verdict
+
+    def assert_no_regression(self, phase: PhaseResult):
+        """Compare this scenario's repeats with the stored baseline (noise-aware); fail on a regression.
+
+        With --perfgate-update-baselines the repeats become the new baseline instead (refused when invalid).
+        """
+        from perfgate.baseline import baseline_path, find_baseline, write_baseline
+        from perfgate.gate import compare
+
+        phases = self.repeats_of(phase)
+        if self.session.update_baselines:
+            path = baseline_path(phase.gpu_class, phase.profile, phase.scenario)
+            try:
+                diff = write_baseline(path, phases, results_dir=self.results_dir)
+            except PerfgateError as exc:
+                self.fail(f"baseline not written: {exc}")
+            self.session.verdicts.setdefault(_vkey(phase), {})["baseline_diff"] = diff
+            print(f"\nbaseline {path} written:\n{diff}")
+            return None
+        try:
+            baseline = find_baseline(phase.gpu_class, phase.profile, phase.scenario)
+        except PerfgateError as exc:
+            self.fail(str(exc))
+        verdict = compare(phases, baseline, allow_incomparable=self.session.allow_incomparable)
+        self.session.verdicts.setdefault(_vkey(phase), {})["gate"] = verdict
+        if verdict.status == "new":
+            print(f"\n{phase.key}: no baseline yet (reported as new; record one with --perfgate-update-baselines)")
+        if not verdict.passed:
+            self.fail(f"regression gate: {verdict.status.upper()} for {phase.key}\n{verdict.table()}\n"
+                      + "\n".join(verdict.reasons) + f"\nraw results: {self.results_dir}")
+        return verdict
+
+
+def _vkey(phase: PhaseResult) -> str:
+    return phase.key
