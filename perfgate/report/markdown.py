@@ -1,0 +1,179 @@
+"""summary.md: the run in Markdown, for ``$GITHUB_STEP_SUMMARY`` and PR comments.
+
+One overview table (a line per phase: SLO verdict, gate verdict), then per phase its key metrics against
+the baseline, the failed or notable SLO and gate rows, its plots and links to its raw files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from perfgate.catalog import METRICS
+from perfgate.phase import PhaseResult
+
+if TYPE_CHECKING:
+    from perfgate.ab import AbVerdict
+    from perfgate.baseline import Baseline
+    from perfgate.gate import GateVerdict
+    from perfgate.slo import SloVerdict
+
+# The metrics a person looks at first; others are in run.json.
+KEY_METRICS = ("request_throughput", "output_throughput", "p50_ttft_ms", "p99_ttft_ms", "p99_tpot_ms",
+               "p50_e2el_ms", "p99_e2el_ms", "error_rate", "gpu_util_pct_mean", "vram_used_gib_peak",
+               "kv_cache_usage_pct_peak", "running_batch_mean", "mbu_pct", "max_sustained_rate")
+
+
+def format_value(value: float | None, unit: str = "") -> str:
+    """A figure as a person reads it: ``1,180 ms``, ``18.63 GiB``, ``57.0%``, ``6.30 req/s``; None -> ``-``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    v = float(value)
+    if unit == "ms":
+        text = f"{v:,.0f}" if abs(v) >= 100 else (f"{v:.1f}" if abs(v) >= 1 else f"{v:.3f}")
+        return f"{text} ms"
+    if unit == "GiB":
+        return f"{v:.2f} GiB"
+    if unit == "%":
+        return f"{v:.1f}%"
+    if unit in ("req/s", "tok/s"):
+        return f"{v:,.2f} {unit}" if abs(v) < 1000 else f"{v:,.0f} {unit}"
+    if unit == "fraction":
+        return f"{v:.4f}"
+    if v.is_integer() and abs(v) < 1e15:
+        return f"{int(v):,}" + (f" {unit}" if unit else "")
+    return f"{v:.4g}" + (f" {unit}" if unit else "")
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def cell(x: object) -> str:
+        return str(x).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _mean(phases: Sequence[PhaseResult], metric: str) -> float | None:
+    values = [p.metrics[metric] for p in phases if isinstance(p.metrics.get(metric), (int, float))]
+    return sum(values) / len(values) if values else None
+
+
+def _badge(ok: bool | None, text: str) -> str:
+    return {True: f"✅ {text}", False: f"❌ {text}", None: f"⚪ {text}"}[ok]
+
+
+def render_summary(phases: Sequence[PhaseResult], *, slo_verdicts: Sequence[SloVerdict] = (),
+                   gate_verdicts: Sequence[GateVerdict] = (), ab_verdicts: Sequence[AbVerdict] = (),
+                   baselines: dict[str, Baseline] | None = None, plots: dict[str, list[str]] | None = None,
+                   phase_files: dict[str, list[str]] | None = None, title: str = "perfgate run") -> str:
+    """The Markdown text. ``plots``/``phase_files`` map a phase key to paths relative to the results dir."""
+    baselines, plots, phase_files = baselines or {}, plots or {}, phase_files or {}
+    groups: dict[str, list[PhaseResult]] = {}
+    for p in phases:
+        groups.setdefault(p.key, []).append(p)
+    slo_by: dict[str, list[SloVerdict]] = {}
+    for v in slo_verdicts:
+        slo_by.setdefault(v.key, []).append(v)
+    gate_by = {v.key: v for v in gate_verdicts}
+
+    out = [f"# {title}", ""]
+    rows = []
+    for key, group in groups.items():
+        slos = slo_by.get(key, [])
+        slo_cell = _badge(all(v.passed for v in slos), "pass" if all(v.passed for v in slos) else
+                          f"fail: {', '.join(sorted({r.metric for v in slos for r in v.failed}))}") \
+            if slos else _badge(None, "no SLO set")
+        gate = gate_by.get(key)
+        if gate is None:
+            gate_cell = _badge(None, "not gated")
+        elif gate.status == "fail":
+            gate_cell = _badge(False, "regressed: " + ", ".join(r.metric for r in gate.regressions))
+        else:
+            gate_cell = _badge({"pass": True, "new": None}.get(gate.status, False), gate.status)
+        valid = all(p.valid for p in group)
+        rows.append((f"`{key}`", str(len(group)), "yes" if valid else "**no**", slo_cell, gate_cell))
+    out += [md_table(("phase", "repeats", "valid", "SLOs", "baseline gate"), rows), ""]
+
+    for key, group in groups.items():
+        out += [f"## `{key}`", ""]
+        for p in group:
+            if not p.valid:
+                out.append(f"> ⚠️ repeat {p.repeat} INVALID: {'; '.join(p.invalid_reasons)}")
+            if p.saturated:
+                out.append(f"> repeat {p.repeat} saturated: {'; '.join(p.saturation_reasons)}")
+        for source, reason in group[0].unavailable.items():
+            out.append(f"> {source} unavailable: {reason}")
+        base = baselines.get(key)
+        metric_rows = []
+        for m in KEY_METRICS:
+            cur = _mean(group, m)
+            if cur is None:
+                continue
+            unit = METRICS[m].unit
+            old = base.metrics.get(m) if base else None
+            old_mean = sum(old) / len(old) if old else None
+            change = f"{(cur / old_mean - 1) * 100:+.1f}%" if old_mean else ""
+            metric_rows.append((m, format_value(cur, unit), format_value(old_mean, unit), change))
+        if metric_rows:
+            out += ["", md_table(("metric", f"this run (mean of {len(group)})", "baseline", "change"),
+                                 metric_rows), ""]
+        verdicts = slo_by.get(key, [])
+        if verdicts:
+            failed = sum(not v.passed for v in verdicts)
+            label = f"FAIL ({failed} of {len(verdicts)} repeats)" if failed else f"PASS ({len(verdicts)} repeats)"
+            out += [f"**SLOs: {label}**" + (" (provisional bounds)" if verdicts[0].provisional else ""),
+                    "", "Per metric, the worst repeat:", "",
+                    md_table(("status", "metric", "bound", "measured", "margin", "note"),
+                             [(r.status.upper() if r.status == "fail" else r.status, r.metric, r.bound,
+                               format_value(r.measured, METRICS[r.metric].unit),
+                               "-" if r.margin is None else f"{r.margin * 100:+.1f}%", r.note)
+                              for r in _worst_rows(verdicts)]), ""]
+        gate = gate_by.get(key)
+        if gate is not None:
+            out += [f"**Baseline gate: {gate.status.upper()}**" + (f" — {'; '.join(gate.reasons)}"
+                                                                  if gate.reasons else ""), ""]
+            shown = [r for r in gate.rows if r.verdict != "no significant change"]
+            if shown:
+                out += [md_table(("metric", "baseline", "current", "change", "CI", "verdict"),
+                                 [_gate_cells(r) for r in shown]), ""]
+            quiet = len(gate.rows) - len(shown)
+            if quiet:
+                out += [f"{quiet} metric(s) with no significant change.", ""]
+            out += [f"- {n}" for n in gate.notes] + ([""] if gate.notes else [])
+        for path in plots.get(key, []):
+            out += [f"![{Path(path).stem}]({path})", ""]
+        if phase_files.get(key):
+            out += ["Files: " + ", ".join(f"[{Path(f).name}]({f})" for f in phase_files[key]), ""]
+
+    for ab in ab_verdicts:
+        out += [f"## A/B `{ab.scenario}`: `{ab.a_name}` vs `{ab.b_name}`", "", "```", ab.table(), "```", ""]
+    out += ["Everything: [run.json](run.json)", ""]
+    return "\n".join(out)
+
+
+def _worst_rows(verdicts: Sequence[SloVerdict]) -> list:
+    """One SLO row per metric: the repeat that failed, else skipped, else passed with the least margin."""
+    rank = {"fail": 0, "skip": 1, "pass": 2}
+    worst: dict[str, object] = {}
+    for v in verdicts:
+        for r in v.rows:
+            cur = worst.get(r.metric)
+            key = (rank[r.status], r.margin if r.margin is not None else math.inf)
+            if cur is None or key < (rank[cur.status], cur.margin if cur.margin is not None else math.inf):
+                worst[r.metric] = r
+    return sorted(worst.values(), key=lambda r: rank[r.status])
+
+
+def _gate_cells(row) -> tuple[str, ...]:
+    from perfgate.gate import _pct
+
+    unit = METRICS[row.metric].unit if row.metric in METRICS else ""
+    c = row.change
+    return (row.metric, format_value(row.baseline, unit), format_value(row.current, unit),
+            _pct(c.relative) if c else "", f"[{_pct(c.ci_low)}, {_pct(c.ci_high)}]" if c else "",
+            row.verdict + (f" ({row.note})" if row.note else ""))
