@@ -50,7 +50,12 @@ def launch_target(pg: PerfgateSession, name: str, add_finalizer: Callable[[Calla
 
         gpu_memory = parse_memory(pg.gpu_memory)
     doctor_check(profile, model_path, gpu_memory_gib=gpu_memory)
-    server = VllmServer(profile, model_path, log_path=pg.path("servers", f"{name}.log"), api_key=pg.api_key,
+    log_path = pg.path("servers", f"{name}.log")
+    for n in range(2, 100):  # a second server of the same profile (A/B) keeps its own log
+        if not log_path.exists():
+            break
+        log_path = pg.path("servers", f"{name}-{n}.log")
+    server = VllmServer(profile, model_path, log_path=log_path, api_key=pg.api_key,
                         extra_env={RUN_ID_ENV: pg.run_id})
     add_finalizer(server.stop)
     record = ServerRecord(name, None, str(server.log_path), profile.display_command(model_path))

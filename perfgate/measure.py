@@ -15,6 +15,7 @@ from typing import Any
 from perfgate.phase import PhaseResult, write_json_atomic
 from perfgate.scenario import Scenario
 from perfgate.target import Target
+from perfgate.telemetry.timeline import write_timeline
 
 
 def phase_stem(profile: str, scenario: str, repeat: int) -> str:
@@ -26,7 +27,6 @@ async def measure_phase(target: Target, scenario: Scenario, *, results_dir: Path
     from perfgate.load.engine import run_load
     from perfgate.load.request import RequestRecord
     from perfgate.telemetry import Telemetry
-    from perfgate.telemetry.timeline import write_timeline
 
     stem = phase_stem(target.profile, scenario.name, repeat)
     phase = PhaseResult(profile=target.profile, scenario=scenario.name, gpu_class=target.gpu_class,
@@ -77,3 +77,46 @@ def _as_dict(record: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(record):
         return dataclasses.asdict(record)
     return dict(record)
+
+
+async def measure_locust_phase(target: Target, scenario: Scenario, *, results_dir: Path, ramp: str,
+                               repeat: int = 0, processes: int | None = None,
+                               nvml_interval_s: float = 0.1) -> PhaseResult:
+    """A Locust ramp (user-style load, in a child process) measured like any phase: same keys, telemetry."""
+    import asyncio
+
+    from perfgate.load.locust_runner import run_locust
+    from perfgate.telemetry import Telemetry
+
+    name = f"{scenario.name}-locust"
+    stem = phase_stem(target.profile, name, repeat)
+    phase = PhaseResult(profile=target.profile, scenario=name, gpu_class=target.gpu_class,
+                        fingerprint=dict(target.fingerprint), started_at=time.time(), repeat=repeat)
+    phase.notes.append(f"workload: {scenario.workload()}, driven by Locust users, ramp {ramp}")
+    telemetry = Telemetry(target.server.metrics_url, pids_provider=target.server.pids, gpu_class=target.gpu_class,
+                          model_dir=target.model_dir, api_key=target.api_key, nvml_interval_s=nvml_interval_s)
+    await telemetry.start()
+    result = None
+    try:
+        result = await asyncio.to_thread(
+            run_locust, target.base_url, scenario, model=target.served_model_name, tokenizer=target.tokenizer,
+            results_dir=results_dir / "locust" / stem, ramp=ramp, processes=processes, api_key=target.api_key)
+    finally:
+        tel = await telemetry.stop()
+        if result is not None:
+            phase.metrics.update(result.metrics)
+            phase.invalid_reasons = list(result.invalid_reasons)
+            phase.valid = result.valid
+            records_path = results_dir / "records" / f"{stem}.json"
+            write_json_atomic(records_path, [_as_dict(r) for r in result.records])
+            phase.artifacts["records"] = str(records_path.relative_to(results_dir))
+            phase.artifacts["locust_log"] = str(result.log)
+        else:
+            phase.valid = False
+            phase.invalid_reasons.append("Locust did not complete (see the test's error)")
+        tel.apply_to(phase)
+        timeline_path = results_dir / "timelines" / f"{stem}.json"
+        write_timeline(timeline_path, tel.timeline([]))
+        phase.artifacts["timeline"] = str(timeline_path.relative_to(results_dir))
+        write_json_atomic(results_dir / "phases" / f"{stem}.json", phase.to_dict())
+    return phase

@@ -76,6 +76,34 @@ class PhaseRunner:
                       + "\n  ".join(reasons) + f"\nraw results: {self.results_dir}")
         return last
 
+    async def measure_locust(self, scenario: str, *, ramp: str, processes: int | None = None,
+                             allow_invalid: bool = False) -> PhaseResult:
+        """Drive ``scenario``'s requests with Locust users ramped by ``ramp`` ("USERS:SPAWN_RATE:SECONDS,...").
+
+        Measured from Locust's raw per-request records (its own percentiles are bucketed).
+        """
+        from perfgate.measure import measure_locust_phase
+        from perfgate.scenario import load_scenario
+
+        try:
+            spec = load_scenario(scenario)
+        except PerfgateError as exc:
+            self.fail(str(exc))
+        self._require_alive("before")
+        repeat = sum(1 for p in self.session.phases if p.profile == self.target.profile
+                     and p.scenario == f"{spec.name}-locust")
+        try:
+            phase = await measure_locust_phase(self.target, spec, results_dir=self.results_dir, ramp=ramp,
+                                               repeat=repeat, processes=processes)
+        except PerfgateError as exc:
+            self.fail(str(exc))
+        self.phases.setdefault(phase.scenario, []).append(phase)
+        self.session.add_phase(phase)
+        self._require_alive("during", phase)
+        if not allow_invalid and not phase.valid:
+            self.fail(f"INVALID Locust run of {phase.key}:\n  " + "\n  ".join(phase.invalid_reasons))
+        return phase
+
     def repeats_of(self, phase: PhaseResult) -> list[PhaseResult]:
         return self.phases.get(phase.scenario, [phase])
 
