@@ -7,6 +7,7 @@ Fixtures themselves live in the repo's ``fixtures/`` package (thin glue loaded f
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -168,10 +169,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             from perfgate.server import tail
 
             session: PerfgateSession = item.config.perfgate  # type: ignore[attr-defined]
-            report.sections.append((f"vLLM server log: {log_path} (last 60 lines)",
-                                    session.redact(tail(Path(log_path), 60))))
+            # Access-log lines ("GET /metrics 200") crowd out the lines that say what went wrong.
+            lines = [ln for ln in tail(Path(log_path), 400).splitlines() if not _ACCESS_LINE.search(ln)]
+            report.sections.append((f"vLLM server log: {log_path} (last 60 lines, access log left out)",
+                                    session.redact("\n".join(lines[-60:]))))
     if hasattr(item.config, "perfgate"):
         report.longrepr = _redacted(report.longrepr, item.config.perfgate)
+
+
+_ACCESS_LINE = re.compile(r'"(GET|POST) /[^ ]* HTTP/1\.[01]" \d{3}')
 
 
 def _redacted(longrepr, session: PerfgateSession):
@@ -219,6 +225,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         tr.write_line(f"{phase.key} r{phase.repeat}: {m.get('request_throughput', float('nan')):.2f} req/s, "
                       f"p99 e2el {m.get('p99_e2el_ms', float('nan')):.0f} ms, "
                       f"median ttft {m.get('median_ttft_ms', float('nan')):.0f} ms{flag}")
+    for key, entry in pg.verdicts.items():
+        if entry.get("baseline_diff"):
+            tr.write_line(f"baseline written for {key}:")
+            for line in str(entry["baseline_diff"]).splitlines():
+                tr.write_line("  " + line)
     if getattr(pg, "report_error", None):
         tr.write_line(f"report could not be written: {pg.report_error}", red=True)
     tr.write_line(f"results: {pg.results_dir}")

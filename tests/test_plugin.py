@@ -1,0 +1,72 @@
+"""The pytest plugin: options, per-profile parametrization, GPU skips, early results-dir check."""
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+REPO = Path(__file__).resolve().parent.parent
+
+SUITE = '''
+import pytest
+
+@pytest.mark.cpu
+def test_cpu(perfgate_profile):
+    print("PROFILE", perfgate_profile)
+
+@pytest.mark.gpu
+def test_gpu(perfgate_profile):
+    print("PROFILE", perfgate_profile)
+
+@pytest.mark.gpu
+def test_gpu_server(vllm_server):
+    pass
+'''
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    monkeypatch.setenv("PERFGATE_PROFILES_DIR", str(REPO / "profiles"))
+    pytester.makeconftest(f"import sys; sys.path.insert(0, {str(REPO)!r}); pytest_plugins = ['fixtures.server']")
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = session\n")
+    pytester.makepyfile(test_suite=SUITE)
+    return pytester
+
+
+def test_options_are_one_group_with_one_prefix(suite):
+    result = suite.runpytest("--help")
+    result.stdout.fnmatch_lines(["perfgate: vLLM performance gate:", "*--perfgate-profile*--profile*",
+                                 "*--perfgate-vllm-url*--vllm-url*", "*--perfgate-update-baselines*"])
+
+
+def test_profiles_follow_the_markers(suite):
+    result = suite.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*test_cpu[[]cpu-tiny[]]", "*test_gpu[[]defaults[]]", "*test_gpu[[]optimized[]]"])
+
+
+def test_profile_option_picks_profiles_of_the_matching_platform(suite):
+    result = suite.runpytest("--collect-only", "-q", "--profile", "optimized")
+    result.stdout.fnmatch_lines(["*test_gpu[[]optimized[]]"])
+    assert "test_gpu[defaults]" not in result.stdout.str()
+    assert "test_cpu[(none)]" in result.stdout.str()  # skipped at setup with the reason
+
+
+def test_gpu_tests_skip_with_the_reason_without_a_gpu(suite):
+    result = suite.runpytest("-rs", "-k", "test_gpu_server", f"--perfgate-results-dir={suite.path / 'r'}")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*SKIPPED*CUDA build*"])
+
+
+def test_unwritable_results_dir_fails_before_any_server(suite):
+    blocker = suite.path / "a-file"
+    blocker.write_text("not a directory")
+    result = suite.runpytest("-k", "test_gpu_server", f"--perfgate-results-dir={blocker / 'results'}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*results*"])
+
+
+def test_api_key_env_must_be_set(suite, monkeypatch):
+    monkeypatch.delenv("PERFGATE_TEST_KEY", raising=False)
+    result = suite.runpytest("--perfgate-api-key-env", "PERFGATE_TEST_KEY", "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*PERFGATE_TEST_KEY*not set*"])
