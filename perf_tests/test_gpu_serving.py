@@ -11,13 +11,13 @@ pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
 async def test_chat_meets_its_slos(perfgate):
     """The seed write-up's chat workload (Poisson arrivals) within the GPU class's SLO set."""
-    phase = await perfgate.measure("chat", repeats=2)
+    phase = await perfgate.measure("chat", repeats=3)
     perfgate.assert_slos(phase)
     perfgate.assert_no_regression(phase)
 
 
 async def test_fixed_512_256_throughput_holds(perfgate):
     """512-in/256-out at concurrency 32: batch throughput and latency against the baseline."""
-    phase = await perfgate.measure("fixed-512-256", repeats=2)
+    phase = await perfgate.measure("fixed-512-256", repeats=3)
     perfgate.assert_slos(phase)
     perfgate.assert_no_regression(phase)

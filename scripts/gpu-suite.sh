@@ -17,7 +17,7 @@ mkdir -p "$results"
   $py -m perfgate doctor "$profile"
 } > "$out/doctor-$profile.txt" 2>&1
 start=$(date +%s)
-$py -m pytest -p perfgate.pytest_plugin perf_tests -m gpu --profile "$profile" \
+$py -m pytest perf_tests -m gpu --profile "$profile" \
   --perfgate-results-dir "$results" --junitxml "$results/junit.xml" -p no:cacheprovider "$@" \
   > "$out/pytest-$profile.log" 2>&1
 rc=$?
