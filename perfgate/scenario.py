@@ -1,0 +1,250 @@
+"""Scenarios: the traffic shape a phase drives, as reviewed TOML in ``scenarios/``.
+
+A scenario names its workload exactly (endpoint, prompt and output lengths, sampling, arrival process,
+request count, warm-up, seed), so an SLO or baseline keyed by it means one thing. Bad fields fail with
+the file, the field and what is allowed (``perfgate._toml.validate``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from perfgate._errors import ConfigError
+from perfgate._toml import read_toml, validate
+
+Endpoint = Literal["/v1/completions", "/v1/chat/completions"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Fixed(_Strict):
+    """Every request has exactly ``value`` tokens."""
+
+    kind: Literal["fixed"] = "fixed"
+    value: int = Field(gt=0)
+
+    def sample(self, rng: random.Random) -> int:
+        return self.value
+
+    @property
+    def max(self) -> int:
+        return self.value
+
+
+class Uniform(_Strict):
+    """Lengths drawn uniformly from ``min``..``max`` (both inclusive)."""
+
+    kind: Literal["uniform"] = "uniform"
+    min: int = Field(gt=0)
+    max: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Uniform:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
+
+    def sample(self, rng: random.Random) -> int:
+        return rng.randint(self.min, self.max)
+
+
+class Choice(_Strict):
+    """Lengths drawn (with replacement) from a shipped list, e.g. lengths measured from a real trace."""
+
+    kind: Literal["list"] = "list"
+    values: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)
+
+    def sample(self, rng: random.Random) -> int:
+        return rng.choice(self.values)
+
+    @property
+    def max(self) -> int:
+        return max(self.values)
+
+
+Lengths = Annotated[Fixed | Uniform | Choice, Field(discriminator="kind")]
+
+
+class Sampling(_Strict):
+    """Sampling parameters sent with every request (OpenAI names; ``None`` means the server's default)."""
+
+    temperature: float | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=-1)
+    min_p: float | None = Field(None, ge=0, le=1)
+    repetition_penalty: float | None = Field(None, gt=0)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+
+    def body(self) -> dict[str, float | int]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class ClosedLoop(_Strict):
+    """``concurrency`` requests in flight at all times: each finished request starts the next."""
+
+    kind: Literal["closed"] = "closed"
+    concurrency: int = Field(gt=0, le=100_000)
+
+
+class OpenLoop(_Strict):
+    """Requests sent at scheduled times whether or not earlier ones finished.
+
+    ``poisson``: exponential gaps at ``rate``. ``gamma``: gamma gaps with shape ``burstiness`` (< 1 is
+    burstier, > 1 more even; 1 is Poisson), as ``vllm bench serve --burstiness``. ``max_concurrency``
+    optionally caps requests in flight (a client-side queue; latency from the scheduled time shows it).
+    """
+
+    kind: Literal["open"] = "open"
+    rate: float = Field(gt=0, description="requests per second")
+    arrival: Literal["poisson", "gamma"] = "poisson"
+    burstiness: float = Field(1.0, gt=0)
+    max_concurrency: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _poisson_is_burstiness_1(self) -> OpenLoop:
+        if self.arrival == "poisson" and self.burstiness != 1.0:
+            raise ValueError("poisson arrivals have burstiness 1; for another burstiness set arrival = \"gamma\"")
+        return self
+
+
+Load = Annotated[ClosedLoop | OpenLoop, Field(discriminator="kind")]
+
+
+class Warmup(_Strict):
+    """Warm-up, excluded from statistics: ``requests`` per batch, repeated until warm.
+
+    The CPU build compiles shapes on the first requests (two identical runs right after start: 3.97 then
+    5.94 req/s), so one fixed batch is not enough: batches repeat (up to ``max_batches``) until the median
+    TTFT of the last batch is within ``until_stable_pct`` % of the batch before. ``until_stable_pct = 0``
+    runs exactly one batch.
+    """
+
+    requests: int = Field(8, ge=0)
+    concurrency: int | None = Field(None, gt=0, description="defaults to the scenario's concurrency")
+    until_stable_pct: float = Field(15.0, ge=0)
+    max_batches: int = Field(6, gt=0)
+
+
+class SelfCheck(_Strict):
+    """When the client itself fell behind, the run is invalid (its numbers describe the client)."""
+
+    max_p99_send_lag_ms: float = Field(50.0, gt=0)
+    min_achieved_rate_ratio: float = Field(0.95, gt=0, le=1)
+
+
+class Scenario(_Strict):
+    name: str
+    description: str = Field(min_length=1)
+    endpoint: Endpoint = "/v1/completions"
+    prompt_tokens: Lengths
+    output_tokens: Lengths
+    ignore_eos: bool = True
+    sampling: Sampling = Sampling()
+    load: Load
+    num_requests: int | None = Field(None, gt=0)
+    duration_s: float | None = Field(None, gt=0)
+    warmup: Warmup = Warmup()
+    self_check: SelfCheck = SelfCheck()
+    # Request timeout (whole request), seconds. A request past it is recorded as errors_timeout.
+    request_timeout_s: float = Field(600.0, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _length_or_count(self) -> Scenario:
+        if self.num_requests is None and self.duration_s is None:
+            raise ValueError("give num_requests or duration_s (how long the measured window lasts)")
+        return self
+
+    @property
+    def max_total_tokens(self) -> int:
+        return self.prompt_tokens.max + self.output_tokens.max
+
+    def workload(self) -> str:
+        """One line naming the workload exactly, for report headers."""
+        load = (f"closed loop, concurrency {self.load.concurrency}" if isinstance(self.load, ClosedLoop)
+                else f"open loop {self.load.arrival} {self.load.rate:g} req/s"
+                     + (f" burstiness {self.load.burstiness:g}" if self.load.arrival == "gamma" else ""))
+        count = f"{self.num_requests} requests" if self.num_requests else f"{self.duration_s:g} s"
+        return (f"{self.endpoint}, prompt {_describe(self.prompt_tokens)} tok, output "
+                f"{_describe(self.output_tokens)} tok{' (ignore_eos)' if self.ignore_eos else ''}, {load}, {count}")
+
+
+def _describe(lengths: Fixed | Uniform | Choice) -> str:
+    if isinstance(lengths, Fixed):
+        return str(lengths.value)
+    if isinstance(lengths, Uniform):
+        return f"{lengths.min}-{lengths.max}"
+    return f"list of {len(lengths.values)} (max {lengths.max})"
+
+
+def default_scenarios_dir() -> Path:
+    """``$PERFGATE_SCENARIOS_DIR``, else ``scenarios/`` in the current directory or the repo root."""
+    if env := os.environ.get("PERFGATE_SCENARIOS_DIR"):
+        return Path(env)
+    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        if (base / "scenarios").is_dir():
+            return base / "scenarios"
+    return Path.cwd() / "scenarios"
+
+
+def available_scenarios(scenarios_dir: Path | None = None) -> list[str]:
+    directory = scenarios_dir or default_scenarios_dir()
+    return sorted(p.stem for p in directory.glob("*.toml"))
+
+
+def scenario_path(name_or_path: str, scenarios_dir: Path | None = None) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or "/" in name_or_path:
+        if not candidate.is_file():
+            raise ConfigError("scenario file not found", source=name_or_path,
+                              fix="give an existing .toml file or a scenario name")
+        return candidate
+    directory = scenarios_dir or default_scenarios_dir()
+    path = directory / f"{name_or_path}.toml"
+    if not path.is_file():
+        choices = ", ".join(available_scenarios(directory)) or "(none)"
+        raise ConfigError(f"no scenario named '{name_or_path}' in {directory}",
+                          fix=f"use one of: {choices} (or add {path})")
+    return path
+
+
+def load_scenario(name_or_path: str, scenarios_dir: Path | None = None) -> Scenario:
+    """Read and validate one scenario; its ``name`` is the file's stem unless the file sets one."""
+    path = scenario_path(name_or_path, scenarios_dir)
+    data = read_toml(path, "scenario")
+    if not isinstance(data, dict):  # pragma: no cover - tomllib always returns a table
+        raise ConfigError("a scenario file must be a TOML table", source=str(path))
+    data.setdefault("name", path.stem)
+    return validate(Scenario, data, path, "scenario")
+
+
+def scenario_from_flags(*, input_len: int, output_len: int, num_prompts: int, request_rate: float,
+                        burstiness: float = 1.0, max_concurrency: int | None = None, seed: int = 0,
+                        ignore_eos: bool = False, endpoint: Endpoint = "/v1/completions",
+                        warmup_requests: int = 0, temperature: float | None = None) -> Scenario:
+    """The scenario ``vllm bench serve --dataset-name random`` flags describe (for ``perfgate bench``).
+
+    Like vLLM: an infinite rate with ``max_concurrency`` is a closed loop; a finite rate is an open loop
+    (capped at ``max_concurrency`` in flight when given).
+    """
+    if request_rate == float("inf"):
+        load: ClosedLoop | OpenLoop = ClosedLoop(concurrency=max_concurrency or num_prompts)
+    else:
+        load = OpenLoop(rate=request_rate, arrival="poisson" if burstiness == 1.0 else "gamma",
+                        burstiness=burstiness, max_concurrency=max_concurrency)
+    name = f"random-{input_len}-{output_len}"
+    scenario = Scenario(
+        name=name, description=f"random tokens, {input_len} in / {output_len} out (from command-line flags)",
+        endpoint=endpoint, prompt_tokens=Fixed(value=input_len), output_tokens=Fixed(value=output_len),
+        ignore_eos=ignore_eos, sampling=Sampling(temperature=temperature), load=load,
+        num_requests=num_prompts, warmup=Warmup(requests=warmup_requests, until_stable_pct=0 if not
+                                                 warmup_requests else 15.0), seed=seed)
+    return scenario
