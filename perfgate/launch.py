@@ -1,7 +1,8 @@
 """From a profile name to a healthy server: lint, doctor, model, launch, fingerprint.
 
 Used by the pytest fixture and by ``perfgate`` commands that start servers (A/B). The finalizer is
-registered before the process starts, so an interrupt during start-up still reaps it.
+registered before the process starts, and an interrupt during start-up stops the server itself (pytest
+skips the finalizers of an interrupted fixture setup).
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ def launch_target(pg: PerfgateSession, name: str, add_finalizer: Callable[[Calla
         record.healthy_after_s = server.wait_healthy()
     except ServerError as exc:
         record.error = exc.message
+        raise
+    except BaseException as exc:
+        # Ctrl-C/SIGTERM during start-up. pytest does not run the finalizers of a fixture whose setup was
+        # interrupted (KeyboardInterrupt is not a test outcome, so the fixture never gets a cached result
+        # and its finish() returns early), so the server is stopped here, before the interrupt goes on.
+        record.error = f"interrupted during start-up ({type(exc).__name__})"
+        server.stop()
         raise
     target = Target(server=server, profile=name, served_model_name=profile.served_model_name,
                     tokenizer=model_path, gpu_class=gpu_class, api_key=pg.api_key, model_dir=model_path,

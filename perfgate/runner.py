@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import httpx
+
 from perfgate._errors import PerfgateError
 from perfgate.measure import measure_phase
 from perfgate.phase import PhaseResult
@@ -107,14 +109,28 @@ class PhaseRunner:
     def repeats_of(self, phase: PhaseResult) -> list[PhaseResult]:
         return self.phases.get(phase.scenario, [phase])
 
+    def _server_problem(self) -> str | None:
+        """Why the server cannot serve, or None. A live process is not enough: when its engine core dies,
+        vLLM's API server answers HTTP 500 for a while before it exits (a run checked in that gap passed),
+        and a hung server never answers; /health tells both."""
+        server = self.target.server
+        if not server.alive():
+            return "is not running"
+        try:
+            code = httpx.get(server.base_url + "/health", timeout=10.0).status_code
+        except httpx.HTTPError as exc:
+            return f"does not answer /health ({type(exc).__name__})"
+        return None if code == 200 else f"answers /health with HTTP {code}"
+
     def _require_alive(self, when: str, phase: PhaseResult | None = None) -> None:
-        if self.target.server.alive():
+        problem = self._server_problem()
+        if problem is None:
             return
         from perfgate.server import tail
 
         log_path = getattr(self.target.server, "log_path", None)
         saved = f"partial results saved in {self.results_dir}" if phase else f"results so far in {self.results_dir}"
-        self.fail(f"the vLLM server for profile {self.target.profile} is not running ({when} the phase); {saved}\n"
+        self.fail(f"the vLLM server for profile {self.target.profile} {problem} ({when} the phase); {saved}\n"
                   f"--- last lines of {log_path} ---\n{tail(Path(log_path), 30) if log_path else '(attached server)'}")
 
     def _record_benchmark(self, phases: list[PhaseResult]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,6 +26,11 @@ from perfgate._errors import ServerError
 from perfgate.profile import Profile
 
 _LIVE: "set[VllmServer]" = set()
+# Session ids of the servers started by this interpreter (each starts its own session). vLLM renames its
+# engine core and workers with setproctitle, which overwrites the environment /proc shows, so the
+# PERFGATE_RUN_ID marker is lost on exactly the processes a crash orphans; their session id survives.
+# Each id maps to its leader's start time, so a pid reused by another session later is not taken for ours.
+_SESSIONS: dict[int, int] = {}
 
 
 class Server(Protocol):
@@ -162,6 +168,7 @@ class VllmServer:
             self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         _LIVE.add(self)
+        _SESSIONS[self.proc.pid] = _start_ticks(self.proc.pid) or 0
         return self
 
     def wait_healthy(self, timeout_s: float | None = None) -> float:
@@ -285,9 +292,23 @@ class AttachedServer:
         return self
 
 
+# vLLM's log prefix, "(EngineCore pid=12) ERROR 11-26 03:56:58 [core.py:1510] ", before an exception line.
+_LOG_PREFIX = re.compile(r"^(?:\([^)]*\)\s+)?(?:[A-Z]+\s+\d\d-\d\d\s+[\d:.]+\s+\[[^\]]*\]\s+)?")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit): \S")
+
+
 def _why(log_path: Path) -> str:
-    """vLLM's own error line, pulled out of its log, so it leads the message."""
-    text = tail(log_path, 200)
+    """vLLM's own error line, pulled out of its log, so it leads the message.
+
+    The root cause comes first: a worker's ``ValueError: ...`` is re-raised by the engine core and then by
+    the API server as ``RuntimeError: Engine core initialization failed. See root cause above``, so the
+    first exception line is the one that says what to fix.
+    """
+    text = tail(log_path, 400)
+    for line in text.splitlines():
+        body = _LOG_PREFIX.sub("", line.strip(), count=1)
+        if _EXCEPTION_LINE.match(body):
+            return f": {body[:600]}"
     for line in reversed(text.splitlines()):
         stripped = line.strip()
         if any(key in stripped for key in ("Error:", "error:", "ERROR", "Exception")) and len(stripped) < 600:
@@ -307,3 +328,53 @@ def _stop_all() -> None:
     """Last line of defence: whatever ends the interpreter, no server outlives it."""
     for server in list(_LIVE):
         server.stop(grace_s=10.0)
+
+
+RUN_ID_ENV = "PERFGATE_RUN_ID"
+
+
+def leftover_processes(run_id: str) -> set[int]:
+    """Live processes launched by this run (marked with PERFGATE_RUN_ID in their environment).
+
+    The marker survives re-parenting, so an engine process orphaned by a crash is still found; processes
+    whose environment vLLM overwrote (setproctitle) are found by the session of the server that spawned them.
+    """
+    marker = f"{RUN_ID_ENV}={run_id}".encode()
+    me = os.getpid()
+    found: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                ours = marker in fh.read().split(b"\0")
+            if not ours and _SESSIONS:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    fields = fh.read().rsplit(b")", 1)[1].split()
+                sid, started = int(fields[3]), int(fields[19])
+                if sid in _SESSIONS:
+                    # If the leader's pid now belongs to a newer process, only what started before it is ours.
+                    leader = _start_ticks(sid)
+                    ours = leader is None or leader == _SESSIONS[sid] or started < leader
+        except (OSError, IndexError, ValueError):
+            continue
+        if ours and _pid_alive(int(entry)):
+            found.add(int(entry))
+    return found
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, /proc/<pid>/stat field 22), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def reap(pids: set[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
