@@ -205,7 +205,9 @@ def run_locust(base_url: str, scenario: Scenario | str, *, model: str, tokenizer
     results_dir = Path(results_dir).resolve()
     results_dir.mkdir(parents=True, exist_ok=True)
     if ramp:
-        run_time_s = sum(stage.duration_s for stage in parse_ramp(ramp))
+        stages = parse_ramp(ramp)
+        run_time_s = sum(stage.duration_s for stage in stages)
+        users = max(stage.users for stage in stages)  # the ramp's peak; the shape sets the rest
     load = scenario.load
     if users is None:
         users = load.concurrency if isinstance(load, ClosedLoop) else load.max_concurrency
