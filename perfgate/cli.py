@@ -14,7 +14,7 @@ from perfgate._errors import PerfgateError
 
 # name -> module under perfgate.commands; each module has `register(subparsers)` which adds its parser
 # and sets `func` (args -> int exit code).
-COMMANDS = ("profiles", "lint", "doctor", "model", "bench", "baselines", "ab", "metrics")
+COMMANDS = ("profiles", "lint", "doctor", "model", "serve", "bench", "baselines", "ab", "metrics")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,60 @@
+"""``perfgate serve PROFILE``: start vLLM exactly as the suite would (lint, doctor, model), then wait.
+
+For `--vllm-url` sessions, `perfgate bench` and Locust against a profile's server; Ctrl-C (or SIGTERM)
+stops the whole process tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="start vLLM with a launch profile (linted, KV-checked) and keep it up")
+    p.add_argument("profile")
+    p.add_argument("--port", type=int, default=None, help="default: a free port")
+    p.add_argument("--log", type=Path, default=None, help="server log (default: results/serve-<profile>.log)")
+    p.add_argument("--gpu-memory", default=None, help="GPU memory for the doctor when NVML cannot tell")
+    p.add_argument("--ready-file", type=Path, default=None, help="write the base URL here once healthy")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from perfgate.doctor import check as doctor_check
+    from perfgate.hardware import parse_memory
+    from perfgate.lint import lint_profile
+    from perfgate.models import resolve_model
+    from perfgate.profile import load_profile
+    from perfgate.server import VllmServer
+    from perfgate.telemetry.nvml import detect_gpus
+
+    profile = load_profile(args.profile)
+    gpu_class = detect_gpus().gpu_class if profile.platform == "cuda" else "cpu"
+    profile = load_profile(args.profile, gpu_class=gpu_class)
+    lint_profile(profile).raise_if_problems()
+    model_path = resolve_model(profile.model)
+    doctor_check(profile, model_path, gpu_memory_gib=parse_memory(args.gpu_memory) if args.gpu_memory else None)
+    log = args.log or Path("results") / f"serve-{profile.name}.log"
+    server = VllmServer(profile, model_path, log_path=log, port=args.port)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        server.start()
+        print(f"starting {profile.display_command(model_path)}\n  log: {log}", file=sys.stderr)
+        took = server.wait_healthy()
+        print(f"healthy after {took:.1f} s: {server.base_url} (model {profile.served_model_name}, "
+              f"tokenizer {model_path}); Ctrl-C stops it", file=sys.stderr)
+        print(server.base_url, flush=True)
+        if args.ready_file:
+            args.ready_file.write_text(server.base_url + "\n")
+        while server.alive():
+            time.sleep(1.0)
+        print(f"vLLM exited; last lines of {log}:\n{server.log_tail(20)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
