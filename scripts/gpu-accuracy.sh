@@ -18,12 +18,13 @@ model=$($py -c "from perfgate.profile import load_profile; print(load_profile('$
 tok=$($py -c "from perfgate.profile import load_profile; from perfgate.models import resolve_model; print(resolve_model(load_profile('$profile').model))")
 work=(--random-input-len 512 --random-output-len 256 --num-prompts 320 --max-concurrency 32 --ignore-eos --seed 0)
 vb() { $py benchmarks/vllm_bench_serve.py --base-url "$url" --model "$model" --tokenizer "$tok" --dataset-name random \
-  "${work[@]}" --disable-tqdm --save-result --result-filename "$1" > /dev/null 2>&1; }
+  "${work[@]}" --percentile-metrics ttft,tpot,itl,e2el --disable-tqdm --save-result --result-filename "$1" > /dev/null 2>&1; }
 vb /tmp/acc-warm.json
 vb "$out/accuracy-vllm-a.json"
 $py -m perfgate bench --base-url "$url" --model "$model" --tokenizer "$tok" "${work[@]}" --result-file "$out/accuracy-perfgate.json" > /dev/null 2>&1
 vb "$out/accuracy-vllm-b.json"
-kill -INT $serve; wait $serve
+kill -INT $serve
+for _ in $(seq 60); do kill -0 $serve 2>/dev/null || break; sleep 1; done; kill -9 $serve 2>/dev/null
 $py - "$out" <<'PY'
 import json, sys
 out = sys.argv[1]

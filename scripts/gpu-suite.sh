@@ -25,8 +25,7 @@ echo "pytest exit $rc, wall $(( $(date +%s) - start )) s" >> "$out/pytest-$profi
 grep -h "KV cache\|GPU KV cache size\|Maximum concurrency\|Loading weights took\|Model loading took\|init engine" \
   "$results"/servers/*.log > "$out/vllm-facts-$profile.txt" 2>/dev/null
 cp "$results/summary.md" "$out/summary-$profile.md" 2>/dev/null
-tar -czf "$out/results-$profile.tgz" -C /tmp/perfgate-results "$profile" baselines 2>/dev/null \
-  || tar -czf "$out/results-$profile.tgz" -C /tmp/perfgate-results "$profile"
+tar -czf "$out/results-$profile.tgz" -C /tmp/perfgate-results "$profile"
 tar -czf "$out/baselines-$profile.tgz" baselines
 tail -40 "$out/pytest-$profile.log"
 exit $rc
