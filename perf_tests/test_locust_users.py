@@ -7,7 +7,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.cpu
 async def test_cpu_locust_ramp_serves_every_user(perfgate):
-    phase = await perfgate.measure_locust("cpu-chat", ramp="2:2:10,4:2:10")
+    phase = await perfgate.measure_locust("cpu-closed", ramp="2:2:10,4:2:10")
     perfgate.assert_slos(phase)
     assert phase.metrics["completed"] > 0
 
@@ -15,5 +15,5 @@ async def test_cpu_locust_ramp_serves_every_user(perfgate):
 @pytest.mark.gpu
 async def test_chat_users_ramp_within_slos(perfgate):
     """16 then 32 chat users, 20 s each: latency SLOs hold as users pile on."""
-    phase = await perfgate.measure_locust("chat", ramp="16:8:20,32:16:20")
+    phase = await perfgate.measure_locust("chat-users", ramp="16:8:20,32:16:20")
     perfgate.assert_slos(phase)

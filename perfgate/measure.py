@@ -48,7 +48,7 @@ async def measure_phase(target: Target, scenario: Scenario, *, results_dir: Path
                               tokenizer=target.tokenizer_object(), api_key=target.api_key,
                               window_started=window_started, sink=sink)
     finally:
-        events = load.events if load is not None else []
+        events = load_events(load) if load is not None else []
         tel = await telemetry.stop(events) if started else None
         records_path = results_dir / "records" / f"{stem}.json"
         write_json_atomic(records_path, [_as_dict(r) for r in sink])
@@ -69,6 +69,22 @@ async def measure_phase(target: Target, scenario: Scenario, *, results_dir: Path
             phase.artifacts["timeline"] = str(timeline_path.relative_to(results_dir))
         write_json_atomic(results_dir / "phases" / f"{stem}.json", phase.to_dict())
     return phase
+
+
+def load_events(load: Any) -> list[dict[str, Any]]:
+    """The engine's phase events plus one event per measured request, all in unix time.
+
+    Records are stamped with ``time.perf_counter()`` (monotonic); telemetry samples with ``time.time()``.
+    The timeline and the saturation check (which looks only at the sending period) need one clock.
+    """
+    events = [dict(e) for e in load.events]
+    for r in load.records:
+        event: dict[str, Any] = {"event": "request", "index": r.index, "error": r.error}
+        for stamp in ("scheduled", "sent", "first_token", "end"):
+            value = getattr(r, stamp)
+            event[stamp] = load.wall(value) if value else None
+        events.append(event)
+    return events
 
 
 def _as_dict(record: Any) -> dict[str, Any]:
