@@ -101,6 +101,7 @@ async def measure_locust_phase(target: Target, scenario: Scenario, *, results_di
     """A Locust ramp (user-style load, in a child process) measured like any phase: same keys, telemetry."""
     import asyncio
 
+    from perfgate.load.engine import warm_up
     from perfgate.load.locust_runner import run_locust
     from perfgate.telemetry import Telemetry
 
@@ -111,6 +112,10 @@ async def measure_locust_phase(target: Target, scenario: Scenario, *, results_di
     phase.notes.append(f"workload: {scenario.workload()}, driven by Locust users, ramp {ramp}")
     telemetry = Telemetry(target.server.metrics_url, pids_provider=target.server.pids, gpu_class=target.gpu_class,
                           model_dir=target.model_dir, api_key=target.api_key, nvml_interval_s=nvml_interval_s)
+    # A fresh server compiles on its first batches: warm it like the engine does, outside the window.
+    warm = await warm_up(target.base_url, scenario, model=target.served_model_name,
+                         tokenizer=target.tokenizer_object(), api_key=target.api_key)
+    phase.notes.append(f"warm-up: {len(warm)} requests through the async engine before Locust started")
     await telemetry.start()
     result = None
     try:

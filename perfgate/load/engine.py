@@ -375,3 +375,17 @@ async def run_sweep(base_url: str, scenario: Scenario, *, model: str, tokenizer:
     finally:
         await client.aclose()
     return result
+
+
+async def warm_up(base_url: str, scenario: Scenario, *, model: str, tokenizer: Any,
+                  api_key: str | None = None) -> list[RequestRecord]:
+    """Only the scenario's warm-up phase (until the median TTFT settles), for drivers other than this
+    engine: Locust measures from its first request, and a fresh server compiles on its first batches."""
+    if isinstance(tokenizer, str):
+        tokenizer = load_tokenizer(tokenizer)
+    builder = PromptBuilder(tokenizer, chat=scenario.endpoint.endswith("chat/completions"))
+    client = make_client(base_url, api_key=api_key, timeout_s=scenario.request_timeout_s)
+    try:
+        return await _warm_up(client, scenario, builder, model, [], [])
+    finally:
+        await client.aclose()
