@@ -1,8 +1,17 @@
 """A/B of two launch profiles on the CPU path, and the gate catching an injected slowdown.
 
-A is `cpu-tiny` as committed. B is the same profile name with `max-num-seqs` halved (8 -> 4), launched from
-a scratch profiles directory: what a regressing pull request to profiles/cpu-tiny.toml looks like. Both
-servers stay up and the repeats are interleaved (A B A B A B), so drift of the machine hits both sides.
+A is `cpu-tiny` as committed. B is the same profile name with `max-num-seqs` cut from 8 to 1, launched
+from a scratch profiles directory: what a regressing pull request to profiles/cpu-tiny.toml looks like.
+Both servers stay up and the repeats are interleaved (A B A B A B), so drift of the machine hits both
+sides.
+
+What the CPU path can resolve: on two cores the tiny model is bound by vLLM's front end, not by the batch
+(the running batch averages 0.2-5 of 8), and identical runs land in two regimes (~30 or ~15 req/s), so a
+halved max-num-seqs (8 -> 4) moved throughput by -0.3 % (95 % CI [-25 %, +33 %]) and even 8 -> 1 by -30 %
+([-69 %, +58 %]). What max-num-seqs governs does move, in every regime: requests wait for a sequence slot,
+and vLLM's own queue-time histogram (server_mean_queue_ms, exact counter deltas) goes from ~0.01 ms to
+50-160 ms. The tests assert on that; with 5 repeats a side it survives the gate's false-alarm control
+across ~60 metrics (with 3, p = 0.001 became 0.066 after Benjamini-Hochberg).
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from perfgate.ab import ab_compare
-from perfgate.baseline import find_baseline
+from perfgate.baseline import baseline_from_phases, find_baseline
 from perfgate.gate import compare
 from perfgate.launch import launch_target
 from perfgate.measure import measure_phase
@@ -22,8 +31,9 @@ from perfgate.scenario import load_scenario
 
 pytestmark = [pytest.mark.cpu, pytest.mark.slow]
 REPO = Path(__file__).resolve().parent.parent
-REPEATS = 3
+REPEATS = 5
 SCENARIO = "cpu-closed"
+SLOW_SEQS = 1
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +48,7 @@ def ab_phases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         shutil.copy(f, slow_dir)
     text = (slow_dir / "cpu-tiny.toml").read_text()
     seqs = int(re.search(r"^max-num-seqs = (\d+)$", text, re.M).group(1))
-    (slow_dir / "cpu-tiny.toml").write_text(text.replace(f"max-num-seqs = {seqs}", f"max-num-seqs = {seqs // 2}"))
+    (slow_dir / "cpu-tiny.toml").write_text(text.replace(f"max-num-seqs = {seqs}", f"max-num-seqs = {SLOW_SEQS}"))
 
     finalizers: list = []
     try:
@@ -67,13 +77,13 @@ def ab_phases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
             stop()
 
 
-def test_ab_reports_halved_max_num_seqs_as_worse(ab_phases, request):
+def test_ab_reports_one_sequence_at_a_time_as_worse(ab_phases, request):
     a, b, seqs = ab_phases
     verdict = ab_compare(a, b)
-    print(f"\nA/B: A = cpu-tiny (max-num-seqs {seqs}), B = cpu-tiny with max-num-seqs {seqs // 2}\n{verdict.table()}")
+    print(f"\nA/B: A = cpu-tiny (max-num-seqs {seqs}), B = cpu-tiny with max-num-seqs {SLOW_SEQS}\n{verdict.table()}")
     request.config.perfgate.verdicts.setdefault(f"ab/{SCENARIO}", {})["ab"] = verdict
-    assert "request_throughput" in verdict.worse
-    assert "output_throughput" in verdict.worse
+    assert "server_mean_queue_ms" in verdict.worse, verdict.table()
+    assert verdict.row("server_mean_queue_ms").b > 10 * verdict.row("server_mean_queue_ms").a
 
 
 def test_gate_passes_the_committed_profile(ab_phases):
@@ -86,10 +96,16 @@ def test_gate_passes_the_committed_profile(ab_phases):
 
 
 def test_gate_fails_the_injected_slowdown_naming_the_metrics(ab_phases):
-    _, b, _ = ab_phases
-    verdict = compare(b, find_baseline("cpu", "cpu-tiny", SCENARIO))
-    print(f"\ngate, max-num-seqs halved:\n{verdict.table()}")
+    """B against a baseline learned from A's interleaved repeats of this same run.
+
+    On two shared cores identical CPU runs differ by 20-35 % across minutes (see the committed baseline's
+    noise), so the stored baseline cannot resolve a slowdown of this size; A's repeats, measured between
+    B's, carry the same drift and can. The gate logic is the same either way.
+    """
+    a, b, _ = ab_phases
+    verdict = compare(b, baseline_from_phases(a))
+    print(f"\ngate, max-num-seqs {SLOW_SEQS}, against A's repeats:\n{verdict.table()}")
     assert not verdict.passed
     regressed = {row.metric for row in verdict.regressions}
-    assert "request_throughput" in regressed, verdict.table()
-    assert "request_throughput" in verdict.table()
+    assert "server_mean_queue_ms" in regressed, verdict.table()
+    assert "server_mean_queue_ms" in verdict.table()
