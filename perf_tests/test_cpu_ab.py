@@ -47,7 +47,7 @@ def ab_phases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     for f in (REPO / "profiles").glob("*.toml"):
         shutil.copy(f, slow_dir)
     text = (slow_dir / "cpu-tiny.toml").read_text()
-    seqs = int(re.search(r"^max-num-seqs = (\d+)$", text, re.M).group(1))
+    seqs = int(re.search(r"^max-num-seqs = (\d+)$", text, re.MULTILINE).group(1))
     (slow_dir / "cpu-tiny.toml").write_text(text.replace(f"max-num-seqs = {seqs}", f"max-num-seqs = {SLOW_SEQS}"))
 
     finalizers: list = []

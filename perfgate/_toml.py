@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
+import tomllib
 from pydantic import BaseModel, ValidationError
 
 from perfgate._errors import ConfigError
@@ -88,3 +88,36 @@ def _tag(model: type[BaseModel]) -> Any:
     """The default of a discriminated-union member's ``kind`` field (pydantic's tag in error locations)."""
     info = model.model_fields.get("kind")
     return info.default if info is not None else None
+
+
+def data_dir(folder: str) -> Path:
+    """Where perfgate's data files of one kind live: ``$PERFGATE_<FOLDER>_DIR``, else ``<folder>/`` in the
+    current directory or in the checkout perfgate runs from (so a test run from anywhere finds the repo's)."""
+    import os
+
+    if env := os.environ.get(f"PERFGATE_{folder.upper()}_DIR"):
+        return Path(env)
+    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        if (base / folder).is_dir():
+            return base / folder
+    return Path.cwd() / folder
+
+
+def names_in(directory: Path) -> list[str]:
+    return sorted(p.stem for p in directory.glob("*.toml"))
+
+
+def named_file(name_or_path: str, directory: Path, kind: str) -> Path:
+    """A data file by name (``optimized`` -> ``<directory>/optimized.toml``) or by path; errors list the names."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or "/" in name_or_path:
+        if not candidate.is_file():
+            raise ConfigError(f"{kind} file not found", source=name_or_path,
+                              fix=f"give an existing .toml file or a {kind} name")
+        return candidate
+    path = directory / f"{name_or_path}.toml"
+    if not path.is_file():
+        choices = ", ".join(names_in(directory)) or "(none)"
+        raise ConfigError(f"no {kind} named '{name_or_path}' in {directory}",
+                          fix=f"use one of: {choices} (or add {path})")
+    return path

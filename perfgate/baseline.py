@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from perfgate._errors import BaselineError, InvalidRunError
+from perfgate._toml import data_dir
 from perfgate.catalog import METRICS
 from perfgate.phase import PhaseResult, write_json_atomic
 
@@ -85,12 +85,7 @@ def comparability_problems(baseline: Baseline, phase: PhaseResult) -> list[str]:
 
 def default_baselines_dir() -> Path:
     """``$PERFGATE_BASELINES_DIR``, else ``baselines/`` in the current directory or the repo root."""
-    if env := os.environ.get("PERFGATE_BASELINES_DIR"):
-        return Path(env)
-    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        if (base / "baselines").is_dir():
-            return base / "baselines"
-    return Path.cwd() / "baselines"
+    return data_dir("baselines")
 
 
 def baseline_path(gpu_class: str, profile: str, scenario: str, baselines_dir: Path | None = None) -> Path:

@@ -7,7 +7,7 @@ skips the finalizers of an interrupted fixture setup).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from perfgate._errors import PerfgateError, ServerError
 from perfgate.builds import unavailable_reason

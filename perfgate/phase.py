@@ -47,7 +47,7 @@ class PhaseResult:
         return {"schema_version": SCHEMA_VERSION, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PhaseResult":
+    def from_dict(cls, data: dict[str, Any]) -> PhaseResult:
         data = {k: v for k, v in data.items() if k != "schema_version"}
         return cls(**data)
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from perfgate._errors import ConfigError
-from perfgate._toml import find_line, read_toml, validate
+from perfgate._toml import data_dir, find_line, named_file, names_in, read_toml, validate
 
 FlagValue = bool | int | float | str | list[Any] | dict[str, Any]
 
@@ -109,35 +109,15 @@ def flags_to_argv(flags: dict[str, FlagValue]) -> list[str]:
 
 def default_profiles_dir() -> Path:
     """``$PERFGATE_PROFILES_DIR``, else ``profiles/`` in the current directory or the repo root."""
-    import os
-
-    if env := os.environ.get("PERFGATE_PROFILES_DIR"):
-        return Path(env)
-    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        if (base / "profiles").is_dir():
-            return base / "profiles"
-    return Path.cwd() / "profiles"
+    return data_dir("profiles")
 
 
 def available_profiles(profiles_dir: Path | None = None) -> list[str]:
-    directory = profiles_dir or default_profiles_dir()
-    return sorted(p.stem for p in directory.glob("*.toml"))
+    return names_in(profiles_dir or default_profiles_dir())
 
 
 def profile_path(name_or_path: str, profiles_dir: Path | None = None) -> Path:
-    candidate = Path(name_or_path)
-    if candidate.suffix == ".toml" or "/" in name_or_path:
-        if not candidate.is_file():
-            raise ConfigError("profile file not found", source=name_or_path,
-                              fix="give an existing .toml file or a profile name")
-        return candidate
-    directory = profiles_dir or default_profiles_dir()
-    path = directory / f"{name_or_path}.toml"
-    if not path.is_file():
-        choices = ", ".join(available_profiles(directory)) or "(none)"
-        raise ConfigError(f"no profile named '{name_or_path}' in {directory}",
-                          fix=f"use one of: {choices} (or add {path})")
-    return path
+    return named_file(name_or_path, profiles_dir or default_profiles_dir(), "profile")
 
 
 def load_profile(name_or_path: str, *, gpu_class: str | None = None,

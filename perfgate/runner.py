@@ -6,8 +6,9 @@ results, so a person reads the verdict in seconds. Nothing here imports pytest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 

@@ -7,7 +7,6 @@ the file, the field and what is allowed (``perfgate._toml.validate``).
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from perfgate._errors import ConfigError
-from perfgate._toml import read_toml, validate
+from perfgate._toml import data_dir, named_file, names_in, read_toml, validate
 
 Endpoint = Literal["/v1/completions", "/v1/chat/completions"]
 
@@ -187,33 +186,15 @@ def _describe(lengths: Fixed | Uniform | Choice) -> str:
 
 def default_scenarios_dir() -> Path:
     """``$PERFGATE_SCENARIOS_DIR``, else ``scenarios/`` in the current directory or the repo root."""
-    if env := os.environ.get("PERFGATE_SCENARIOS_DIR"):
-        return Path(env)
-    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        if (base / "scenarios").is_dir():
-            return base / "scenarios"
-    return Path.cwd() / "scenarios"
+    return data_dir("scenarios")
 
 
 def available_scenarios(scenarios_dir: Path | None = None) -> list[str]:
-    directory = scenarios_dir or default_scenarios_dir()
-    return sorted(p.stem for p in directory.glob("*.toml"))
+    return names_in(scenarios_dir or default_scenarios_dir())
 
 
 def scenario_path(name_or_path: str, scenarios_dir: Path | None = None) -> Path:
-    candidate = Path(name_or_path)
-    if candidate.suffix == ".toml" or "/" in name_or_path:
-        if not candidate.is_file():
-            raise ConfigError("scenario file not found", source=name_or_path,
-                              fix="give an existing .toml file or a scenario name")
-        return candidate
-    directory = scenarios_dir or default_scenarios_dir()
-    path = directory / f"{name_or_path}.toml"
-    if not path.is_file():
-        choices = ", ".join(available_scenarios(directory)) or "(none)"
-        raise ConfigError(f"no scenario named '{name_or_path}' in {directory}",
-                          fix=f"use one of: {choices} (or add {path})")
-    return path
+    return named_file(name_or_path, scenarios_dir or default_scenarios_dir(), "scenario")
 
 
 def load_scenario(name_or_path: str, scenarios_dir: Path | None = None) -> Scenario:

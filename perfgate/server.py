@@ -25,7 +25,7 @@ import httpx
 from perfgate._errors import ServerError
 from perfgate.profile import Profile
 
-_LIVE: "set[VllmServer]" = set()
+_LIVE: set[VllmServer] = set()
 # Session ids of the servers started by this interpreter (each starts its own session). vLLM renames its
 # engine core and workers with setproctitle, which overwrites the environment /proc shows, so the
 # PERFGATE_RUN_ID marker is lost on exactly the processes a crash orphans; their session id survives.
@@ -148,7 +148,7 @@ class VllmServer:
         return tail(self.log_path, lines)
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> "VllmServer":
+    def start(self) -> VllmServer:
         if self.port is None:
             self.port = free_port(self.host if self.host not in ("0.0.0.0", "") else "127.0.0.1")
         elif port_in_use(self.host, self.port):
@@ -228,7 +228,7 @@ class VllmServer:
             time.sleep(0.1)
         _LIVE.discard(self)
 
-    def __enter__(self) -> "VllmServer":
+    def __enter__(self) -> VllmServer:
         self.start()
         try:
             self.wait_healthy()
@@ -267,7 +267,7 @@ class AttachedServer:
     def stop(self) -> None:
         pass
 
-    def check(self, timeout_s: float = 10.0) -> "AttachedServer":
+    def check(self, timeout_s: float = 10.0) -> AttachedServer:
         """Fail at session start if the URL is down or is not a vLLM OpenAI server."""
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         fix = "start vLLM there (`python -m vllm.entrypoints.openai.api_server ...`) or fix --vllm-url"

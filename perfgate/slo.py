@@ -30,7 +30,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from perfgate._errors import ConfigError
-from perfgate._toml import find_line, read_toml, validate
+from perfgate._toml import data_dir, find_line, read_toml, validate
 from perfgate.catalog import METRICS
 from perfgate.hardware import parse_memory
 from perfgate.phase import PhaseResult
@@ -220,14 +220,7 @@ def _check_rate(bound: ResolvedBound, phase: PhaseResult, quality: list[SloRow])
 # ---------------------------------------------------------------- loading
 def default_slos_dir() -> Path:
     """``$PERFGATE_SLOS_DIR``, else ``slos/`` in the current directory or the repo root."""
-    import os
-
-    if env := os.environ.get("PERFGATE_SLOS_DIR"):
-        return Path(env)
-    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        if (base / "slos").is_dir():
-            return base / "slos"
-    return Path.cwd() / "slos"
+    return data_dir("slos")
 
 
 def _number(metric: str, value: float | str, path: Path, pattern: str, side: str) -> float:

@@ -41,7 +41,7 @@ def resolve_model(spec: str, cache_dir: Path | None = None) -> str:
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ConfigError(f"model directory has no config.json", source=str(path),
+            raise ConfigError("model directory has no config.json", source=str(path),
                               fix="point `model` at a Hugging Face model directory, or use synthetic:<name>")
         return str(path.resolve())
     if spec.startswith((".", "/", "~")):
