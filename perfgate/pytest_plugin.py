@@ -219,6 +219,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     for srv in pg.servers:
         state = f"healthy after {srv.healthy_after_s:.1f} s" if srv.healthy_after_s is not None else (srv.error or "not started")
         tr.write_line(f"server {srv.profile}: {state}")
+    from perfgate.metrics import format_table
+
+    last = {p.key: p for p in pg.phases}  # one table per phase key: its last repeat
+    for key, phase in last.items():
+        tr.write_line(format_table(phase.metrics, title=f"{key} (repeat {phase.repeat})"))
     for phase in pg.phases:
         flag = "" if phase.valid else "  INVALID: " + "; ".join(phase.invalid_reasons)
         m = phase.metrics

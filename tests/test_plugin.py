@@ -70,3 +70,19 @@ def test_api_key_env_must_be_set(suite, monkeypatch):
     result = suite.runpytest("--perfgate-api-key-env", "PERFGATE_TEST_KEY", "--collect-only")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*PERFGATE_TEST_KEY*not set*"])
+
+
+def test_terminal_summary_prints_each_phases_metric_table(suite):
+    suite.makepyfile(test_phase='''
+from perfgate.phase import PhaseResult
+
+def test_records_a_phase(pytestconfig):
+    pytestconfig.perfgate.phases.append(PhaseResult("cpu-tiny", "cpu-closed", "cpu", metrics={
+        "completed": 160, "request_throughput": 21.5, "mean_ttft_ms": 30.0, "p99_ttft_ms": 90.0}))
+''')
+    result = suite.runpytest("test_phase.py", f"--perfgate-results-dir={suite.path / 'r'}")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*= perfgate =*", "*cpu/cpu-tiny/cpu-closed (repeat 0)*",
+                                 "Request throughput (req/s):*21.50", "P99 TTFT (ms):*90.00",
+                                 f"results: {suite.path / 'r'}"])
+    assert (suite.path / "r" / "run.json").is_file() and (suite.path / "r" / "summary.md").is_file()
