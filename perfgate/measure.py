@@ -33,8 +33,7 @@ async def measure_phase(target: Target, scenario: Scenario, *, results_dir: Path
                         fingerprint=dict(target.fingerprint), started_at=time.time(), repeat=repeat)
     phase.notes.append(f"workload: {scenario.workload()}")
     telemetry = Telemetry(target.server.metrics_url, pids_provider=target.server.pids, gpu_class=target.gpu_class,
-                          model_dir=target.model_dir, api_key=target.api_key, nvml_interval_s=nvml_interval_s,
-                          metrics_interval_s=metrics_interval(target))
+                          model_dir=target.model_dir, api_key=target.api_key, nvml_interval_s=nvml_interval_s)
     started = False
 
     async def window_started() -> None:
@@ -70,13 +69,6 @@ async def measure_phase(target: Target, scenario: Scenario, *, results_dir: Path
             phase.artifacts["timeline"] = str(timeline_path.relative_to(results_dir))
         write_json_atomic(results_dir / "phases" / f"{stem}.json", phase.to_dict())
     return phase
-
-
-def metrics_interval(target: Target) -> float:
-    """How often /metrics is sampled during a phase. vLLM renders /metrics on its API server's event loop;
-    on the CPU path that loop shares one core with the engine's scheduler and the client, so a scrape every
-    0.5 s shows up in the latencies being measured. Counters are exact at any interval (before/after)."""
-    return 2.0 if target.gpu_class == "cpu" else 0.5
 
 
 def load_events(load: Any) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import pytest
 from perfgate.server import free_port
 from perfgate.telemetry import Telemetry, compute_efficiency, load_model_shape, write_timeline
 from perfgate.telemetry.efficiency import estimate_work
-from perfgate.telemetry.prometheus import MetricsScraper, _sample_row, parse_metrics, summarize
+from perfgate.telemetry.prometheus import MIN_GAUGE_SAMPLES, MetricsScraper, _sample_row, parse_metrics, summarize
 
 
 def _exposition(engines: dict[str, dict[str, float]], kv_name: str = "vllm:kv_cache_usage_perc") -> str:
@@ -49,7 +49,7 @@ def test_two_engines_sum_counts_and_average_per_gpu_counters() -> None:
         "0": {**ZERO, "running": 3, "waiting": 1, "kv": 0.25, "gen": 180, "done": 9, "aborted": 2,
               "flops": 4e12, "ttft_sum": 0.2},
         "1": {**ZERO, "running": 2, "kv": 0.40, "gen": 60, "done": 3, "flops": 2e12, "ttft_sum": 0.1}}), t=10.0)
-    res = summarize(before, after, [_sample_row(before, before), _sample_row(after, before)])
+    res = summarize(before, after, [_sample_row(before, before), _sample_row(after, before)], min_gauge_samples=1)
     assert res.metrics["server_generation_tokens"] == 140  # (180 - 100) + 60
     assert res.metrics["server_requests_completed"] == 7  # aborted requests did not complete
     assert res.metrics["server_mean_ttft_ms"] == pytest.approx(1000 * 0.3 / 7)
@@ -62,7 +62,7 @@ def test_two_engines_sum_counts_and_average_per_gpu_counters() -> None:
 
 def test_older_kv_cache_name_is_read() -> None:
     snap = parse_metrics(_exposition({"0": {**ZERO, "kv": 0.5}}, kv_name="vllm:gpu_cache_usage_perc"))
-    res = summarize(snap, snap, [_sample_row(snap, snap)])
+    res = summarize(snap, snap, [_sample_row(snap, snap)], min_gauge_samples=1)
     assert res.metrics["kv_cache_usage_pct_peak"] == 50.0
 
 
@@ -203,3 +203,14 @@ async def test_server_counts_match_the_clients_own(cpu_vllm, tmp_path: Path) -> 
     assert all(result.window[0] <= s["t"] <= result.window[1] for s in samples)
     assert samples[-1]["generation_tokens"] == m["server_generation_tokens"]
     assert timeline["nvml"]["available"] is False and timeline["nvml"]["reason"]
+
+
+
+def test_too_few_gauge_samples_are_unavailable_not_a_reading() -> None:
+    snap = parse_metrics(_exposition({"0": {**ZERO, "kv": 0.5}}))
+    rows = [_sample_row(snap, snap)] * (MIN_GAUGE_SAMPLES - 1)
+    res = summarize(snap, snap, rows)
+    for key in ("running_batch_mean", "running_batch_p95", "kv_cache_usage_pct_peak"):
+        assert key not in res.metrics
+        assert "too few" in res.unavailable_metrics[key]
+    assert "kv_cache_usage_pct_peak" in summarize(snap, snap, rows + rows[:1]).metrics

@@ -134,8 +134,11 @@ def _sample_row(snap: Snapshot, before: Snapshot) -> dict[str, Any]:
     }
 
 
+MIN_GAUGE_SAMPLES = 8
+
+
 def summarize(before: Snapshot, after: Snapshot | None, rows: list[dict[str, Any]],
-              after_error: str = "") -> ServerMetricsResult:
+              after_error: str = "", min_gauge_samples: int = MIN_GAUGE_SAMPLES) -> ServerMetricsResult:
     """Window figures from the two snapshots (deltas) and the sampled rows (gauge statistics)."""
     res = ServerMetricsResult(available=True, samples=rows)
     m, missing = res.metrics, res.unavailable_metrics
@@ -144,6 +147,12 @@ def summarize(before: Snapshot, after: Snapshot | None, rows: list[dict[str, Any
         values = [r[column] for r in rows if r.get(column) is not None]
         if not values:
             missing.update({k: f"{what} is not in this server's /metrics" for k in stats})
+            return
+        if len(values) < min_gauge_samples:
+            # A P95 or a mean of a handful of instants is luck, not a measurement (a 6 s CPU window
+            # sampled every 2 s once read running_batch_p95 = 0 against a baseline of 6.8).
+            missing.update({k: f"only {len(values)} /metrics samples in the window (needs "
+                               f"{min_gauge_samples}): too few for {stat}" for k, stat in stats.items()})
             return
         arr = np.asarray(values, dtype=float)
         for key, stat in stats.items():
