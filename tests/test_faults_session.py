@@ -170,8 +170,8 @@ def _scenarios(fault_tools) -> dict[str, str]:
     return {
         "fault-quick": fault_tools.QUICK_SCENARIO,
         # Stalls are cut by a 3 s request timeout: bounded, counted as errors_timeout. Long enough requests
-        # (64 tokens out) that the stop after the 2nd completion lands mid-load on a fast machine too.
-        "fault-stall": _scenario(fault_tools, requests=10, concurrency=2, timeout_s=3, output=64),
+        # (128 tokens out, 20 requests) that the stop after the 2nd completion lands mid-load on a fast machine too.
+        "fault-stall": _scenario(fault_tools, requests=20, concurrency=2, timeout_s=3, output=128),
         "fault-kill": _scenario(fault_tools, requests=40, concurrency=4, output=32),
         # Far longer than the time to the signal (a few requests): it is interrupted, never completes.
         "fault-long": _scenario(fault_tools, requests=400, concurrency=2, output=32),
