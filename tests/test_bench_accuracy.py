@@ -87,10 +87,21 @@ def test_perfgate_bench_lands_between_two_vllm_bench_runs(cpu_server, tmp_path: 
         assert ours["total_output_tokens"] == first["total_output_tokens"]
         assert ours["valid"] and ours["token_count_mismatches"] == 0
         ok, lines = _compare(first, ours, second)
-        report += [f"attempt {attempt + 1}:", *lines]
+        # When vLLM's own two runs disagree by more than a quarter, the server switched regimes between
+        # them (the CPU build's fast ~30 req/s and slow ~15 req/s states): that attempt says nothing about
+        # the client. Only attempts whose reference held count against perfgate.
+        a, b = first["request_throughput"], second["request_throughput"]
+        conclusive = abs(a - b) <= 0.25 * max(a, b)
+        report += [f"attempt {attempt + 1}{'' if conclusive else ' (inconclusive: vllm runs differ >25 %)'}:",
+                   *lines]
         if ok:
             break
+        if conclusive:
+            break
     print("\n".join(report))
+    if not ok and not conclusive:
+        pytest.skip("every attempt inconclusive: vllm bench serve's own runs disagreed by >25 % "
+                    "(CPU regime switching)\n" + "\n".join(report))
     assert ok, "\n".join(report)
 
 
