@@ -77,6 +77,7 @@ def test_perfgate_bench_lands_between_two_vllm_bench_runs(cpu_server, tmp_path: 
     # Up to 6 attempts of vllm / perfgate / vllm: the CPU machines are 2 shared cores, and a neighbour's
     # burst (or the CPU build switching between its fast and slow regimes) moves one run by far more than
     # any client difference; a real disagreement fails every attempt.
+    any_conclusive = False
     for attempt in range(6):
         first = run_vllm_bench(server.base_url, model, tokenizer, tmp_path / f"vllm-{attempt}a.json")
         ours = run_perfgate_bench(server.base_url, model, tokenizer, tmp_path / f"perfgate-{attempt}.json")
@@ -94,12 +95,11 @@ def test_perfgate_bench_lands_between_two_vllm_bench_runs(cpu_server, tmp_path: 
         conclusive = abs(a - b) <= 0.25 * max(a, b)
         report += [f"attempt {attempt + 1}{'' if conclusive else ' (inconclusive: vllm runs differ >25 %)'}:",
                    *lines]
+        any_conclusive = any_conclusive or conclusive
         if ok:
             break
-        if conclusive:
-            break
     print("\n".join(report))
-    if not ok and not conclusive:
+    if not ok and not any_conclusive:
         pytest.skip("every attempt inconclusive: vllm bench serve's own runs disagreed by >25 % "
                     "(CPU regime switching)\n" + "\n".join(report))
     assert ok, "\n".join(report)
