@@ -59,7 +59,6 @@ def ab_phases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
             b = launch_target(pg, "cpu-tiny", finalizers.append)
         finally:
             mp.undo()
-        b.server.log_path  # noqa: B018  (both logs are kept under results/servers/)
         scenario = load_scenario(SCENARIO)
         out_a, out_b = pg.results_dir / "ab" / "A", pg.results_dir / "ab" / "B"
         phases_a, phases_b = [], []

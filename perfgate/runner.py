@@ -62,10 +62,7 @@ class PhaseRunner:
         for _ in range(count):
             self._require_alive("before")
             repeat = sum(1 for p in self.session.phases if p.profile == self.target.profile and p.scenario == spec.name)
-            try:
-                phase = await measure_phase(self.target, spec, results_dir=self.results_dir, repeat=repeat)
-            finally:
-                pass
+            phase = await measure_phase(self.target, spec, results_dir=self.results_dir, repeat=repeat)
             done.append(phase)
             self.session.add_phase(phase)
             if self._hook is not None:
