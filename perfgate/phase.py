@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perfgate.method import METHOD_VERSION
+
 SCHEMA_VERSION = 1
 
 
@@ -34,6 +36,12 @@ class PhaseResult:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     started_at: float = 0.0  # unix time
     repeat: int = 0
+    # Which server process served it: repeats of one session share it; a baseline needs two or more.
+    server_session: str = ""
+    # How its prompts were drawn (scenario seed, the run's nonce, repeat index): enough to rebuild them.
+    prompt_stream: dict[str, Any] = field(default_factory=dict)
+    # perfgate.method.METHOD_VERSION of the code that measured it (files written before it existed: 1).
+    method_version: int = METHOD_VERSION
     # Paths (relative to the results directory) of the raw records and the timeline.
     artifacts: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -49,7 +57,9 @@ class PhaseResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PhaseResult:
         data = {k: v for k, v in data.items() if k != "schema_version"}
+        data.setdefault("method_version", 1)
         return cls(**data)
+
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
