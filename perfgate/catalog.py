@@ -1,16 +1,34 @@
-"""Every metric perfgate knows: its unit and which direction is better.
+"""Every metric perfgate knows, and the one place its policy lives.
 
-The one list SLO files, baselines and reports are checked against: an SLO or baseline naming a key
-that is not here is an error, never a silent pass. Load keys follow `vllm bench serve`'s names;
-telemetry keys carry their unit in the name.
+A spec carries the metric's unit, which direction is better, its kind, and how the baseline gate treats
+it: gated or report-only, the minimum relative effect that counts as material, and the absolute floor below
+which no change is material (a count's quantum, a latency's resolution). SLO files, baselines, the gate,
+A/B and reports read these specs; nothing else holds metric policy.
+
+What is gated, and why so few: each gated metric is one more chance of a false alarm and one more term in
+the multiplicity correction. Gated are the figures a serving change moves and a user feels (output
+throughput, TTFT/TPOT/E2E median and P99, errors, VRAM, queue time). Report-only are duplicates
+(``p50_*`` = ``median_*``, ``*_from_scheduled`` = ``*`` in a closed loop, ``total_token_throughput`` and
+``request_throughput`` move with ``output_throughput`` at fixed lengths), environment readings (power,
+temperature, clocks: they describe the room, not the server), and occupancy figures whose "better"
+direction flips between closed and open loop (running batch, KV usage, GPU utilization).
+
+Load keys follow ``vllm bench serve``'s names; telemetry keys carry their unit in the name.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Literal
 
 Better = Literal["higher", "lower", "none"]
+Source = Literal["load", "client", "nvml", "server", "efficiency"]
+# throughput/latency/error/memory: what serving is judged on. environment: the room (power, heat, clocks).
+# occupancy: how full the server was (direction depends on the load shape). count: sizes of the window.
+# client: the load generator's self-check. efficiency: derived ratios (MBU/MFU).
+Kind = Literal["throughput", "latency", "error", "memory", "environment", "occupancy", "count", "client",
+               "efficiency"]
 
 
 @dataclass(frozen=True)
@@ -19,83 +37,140 @@ class MetricSpec:
     unit: str
     better: Better
     doc: str
-    source: Literal["load", "client", "nvml", "server", "efficiency"] = "load"
+    source: Source = "load"
+    kind: Kind = "latency"
+    gated: bool = False  # the baseline gate tests it; every other metric is reported only
+    min_effect: float = 0.05  # smallest relative worsening that is a regression (0.05 = 5 %)
+    floor: float = 0.0  # smallest absolute worsening that is a regression, in the metric's unit
+    key_metric: bool = False  # in the summary's table of key figures
+    duplicate_of: str | None = None  # same figure as another key (reported, never gated twice)
 
 
-def _latency(kind: str, doc: str) -> list[MetricSpec]:
-    stats = ("mean", "median", "std", "p50", "p90", "p95", "p99")
-    return [MetricSpec(f"{s}_{kind}_ms", "ms", "none" if s == "std" else "lower", f"{s} {doc}") for s in stats]
+def _latency(kind: str, doc: str, gated: dict[str, float], key: tuple[str, ...] = (),
+             duplicate: str | None = None) -> list[MetricSpec]:
+    """mean/median/std/p50/p90/p95/p99 of one latency; ``gated`` maps a statistic to its minimum effect."""
+    out = []
+    for s in ("mean", "median", "std", "p50", "p90", "p95", "p99"):
+        key_name = f"{s}_{kind}_ms"
+        dup = f"median_{kind}_ms" if s == "p50" else (f"{s}_{duplicate}_ms" if duplicate else None)
+        out.append(MetricSpec(key_name, "ms", "none" if s == "std" else "lower", f"{s} {doc}", "load",
+                              "latency", gated=s in gated and dup is None, min_effect=gated.get(s, 0.05),
+                              floor=0.01, key_metric=s in key, duplicate_of=dup))
+    return out
+
+
+def _count(key: str, unit: str, better: Better, doc: str, **kw: object) -> MetricSpec:
+    return MetricSpec(key, unit, better, doc, kind="count", **kw)  # type: ignore[arg-type]
+
+
+def _error(key: str, doc: str, floor: float = 2.0, gated: bool = False, unit: str = "requests") -> MetricSpec:
+    return MetricSpec(key, unit, "lower", doc, kind="error", gated=gated, min_effect=0.0, floor=floor)
+
+
+def _env(key: str, unit: str, doc: str) -> MetricSpec:
+    return MetricSpec(key, unit, "none", doc, "nvml", "environment")
+
+
+def _occupancy(key: str, unit: str, doc: str, source: Source = "server", **kw: object) -> MetricSpec:
+    return MetricSpec(key, unit, "none", doc, source, "occupancy", **kw)  # type: ignore[arg-type]
+
+
+def _client(key: str, unit: str, doc: str) -> MetricSpec:
+    return MetricSpec(key, unit, "none", doc, "client", "client")
 
 
 _SPECS: list[MetricSpec] = [
     # --- load (vllm bench serve names) ---
-    MetricSpec("completed", "requests", "higher", "requests that completed successfully in the window"),
-    MetricSpec("failed", "requests", "lower", "requests that failed (any error class)"),
-    MetricSpec("total_input_tokens", "tokens", "none", "prompt tokens of completed requests (server usage)"),
-    MetricSpec("total_output_tokens", "tokens", "none", "generated tokens of completed requests (server usage)"),
-    MetricSpec("duration", "s", "none", "length of the measured window"),
-    MetricSpec("request_throughput", "req/s", "higher", "completed requests per second of the window"),
-    MetricSpec("output_throughput", "tok/s", "higher", "generated tokens per second"),
-    MetricSpec("total_token_throughput", "tok/s", "higher", "prompt + generated tokens per second"),
-    MetricSpec("request_goodput", "req/s", "higher", "requests per second that met every per-request SLO"),
-    MetricSpec("error_rate", "fraction", "lower", "failed / (completed + failed)"),
-    MetricSpec("errors_connect", "requests", "lower", "connection refused/reset before a response"),
-    MetricSpec("errors_timeout", "requests", "lower", "client-side timeouts"),
-    MetricSpec("errors_http_4xx", "requests", "lower", "HTTP 4xx responses"),
-    MetricSpec("errors_http_5xx", "requests", "lower", "HTTP 5xx responses"),
-    MetricSpec("errors_stream", "requests", "lower", "broken or malformed SSE streams"),
-    MetricSpec("token_count_mismatches", "requests", "lower",
-               "requests whose usage.prompt/completion_tokens differ from what was asked"),
-    *_latency("ttft", "time to first token"),
-    *_latency("tpot", "time per output token after the first"),
-    *_latency("itl", "inter-token latency"),
-    *_latency("e2el", "end-to-end request latency from send"),
-    *_latency("e2el_from_scheduled", "end-to-end latency from the scheduled send time (open loop)"),
-    *_latency("ttft_from_scheduled", "time to first token from the scheduled send time (open loop)"),
+    _count("completed", "requests", "none", "requests that completed successfully in the window"),
+    _count("total_input_tokens", "tokens", "none", "prompt tokens of completed requests (server usage)"),
+    _count("total_output_tokens", "tokens", "none", "generated tokens of completed requests (server usage)"),
+    _count("duration", "s", "none", "length of the measured window"),
+    MetricSpec("request_throughput", "req/s", "higher", "completed requests per second of the window",
+               kind="throughput", key_metric=True, duplicate_of="output_throughput"),
+    MetricSpec("output_throughput", "tok/s", "higher", "generated tokens per second", kind="throughput",
+               gated=True, min_effect=0.05, floor=0.01, key_metric=True),
+    MetricSpec("total_token_throughput", "tok/s", "higher", "prompt + generated tokens per second",
+               kind="throughput", duplicate_of="output_throughput"),
+    MetricSpec("request_goodput", "req/s", "higher", "requests per second that met every per-request SLO",
+               kind="throughput"),
+    _error("failed", "requests that failed (any error class)", gated=True),
+    _error("error_rate", "failed / (completed + failed)", floor=0.005, gated=True, unit="fraction"),
+    _error("errors_connect", "connection refused/reset before a response"),
+    _error("errors_timeout", "client-side timeouts"),
+    _error("errors_http_4xx", "HTTP 4xx responses"),
+    _error("errors_http_5xx", "HTTP 5xx responses"),
+    _error("errors_stream", "broken or malformed SSE streams"),
+    _error("token_count_mismatches", "requests whose usage.prompt/completion_tokens differ from what was asked",
+           floor=1.0, gated=True),
+    *_latency("ttft", "time to first token", {"median": 0.20, "p99": 0.25}, key=("median", "p99")),
+    *_latency("tpot", "time per output token after the first", {"median": 0.05, "p99": 0.10},
+              key=("median", "p99")),
+    *_latency("itl", "inter-token latency", {}),
+    *_latency("e2el", "end-to-end request latency from send", {"median": 0.05, "p99": 0.05},
+              key=("median", "p99")),
+    *_latency("e2el_from_scheduled", "end-to-end latency from the scheduled send time (open loop)", {},
+              duplicate="e2el"),
+    *_latency("ttft_from_scheduled", "time to first token from the scheduled send time (open loop)", {},
+              duplicate="ttft"),
+    MetricSpec("flushed_stream_pct", "%", "none", "completed streams whose tokens all arrived in one read "
+               "(TPOT ~0: the server flushed the whole stream at once)", "load", "occupancy"),
     # --- client self-check ---
-    MetricSpec("offered_rate", "req/s", "none", "request rate the scenario asked for (open loop)", "client"),
-    MetricSpec("achieved_rate", "req/s", "higher", "rate at which requests were actually sent", "client"),
-    MetricSpec("achieved_rate_ratio", "fraction", "higher", "achieved_rate / offered_rate", "client"),
-    MetricSpec("p50_send_lag_ms", "ms", "lower", "median of sent - scheduled", "client"),
-    MetricSpec("p99_send_lag_ms", "ms", "lower", "P99 of sent - scheduled", "client"),
-    MetricSpec("max_send_lag_ms", "ms", "lower", "worst sent - scheduled", "client"),
-    MetricSpec("client_cpu_pct", "%", "lower", "CPU used by the load generator (100 = one core)", "client"),
-    MetricSpec("max_sustained_rate", "req/s", "higher",
-               "highest offered rate whose latency SLOs held (from a sweep)", "client"),
+    _client("offered_rate", "req/s", "request rate the scenario asked for (open loop)"),
+    _client("achieved_rate", "req/s", "rate at which requests were actually sent"),
+    _client("achieved_rate_ratio", "fraction", "achieved_rate / offered_rate"),
+    _client("p50_send_lag_ms", "ms", "median of sent - scheduled"),
+    _client("p99_send_lag_ms", "ms", "P99 of sent - scheduled"),
+    _client("max_send_lag_ms", "ms", "worst sent - scheduled"),
+    _client("client_cpu_pct", "%", "CPU used by the load generator (100 = one core)"),
+    MetricSpec("max_sustained_rate", "req/s", "higher", "highest offered rate whose latency SLOs held (from a "
+               "sweep)", "client", "throughput", gated=True, min_effect=0.10, key_metric=True),
     # --- NVML ---
-    MetricSpec("gpu_util_pct_mean", "%", "higher", "NVML utilization, mean over the window", "nvml"),
-    MetricSpec("gpu_util_pct_p50", "%", "higher", "NVML utilization, median", "nvml"),
-    MetricSpec("gpu_util_pct_p95", "%", "higher", "NVML utilization, P95", "nvml"),
-    MetricSpec("gpu_util_pct_peak", "%", "none", "NVML utilization, peak", "nvml"),
-    MetricSpec("vram_used_gib_mean", "GiB", "lower", "device memory used, mean", "nvml"),
-    MetricSpec("vram_used_gib_peak", "GiB", "lower", "device memory used, peak (device total)", "nvml"),
-    MetricSpec("vram_process_gib_peak", "GiB", "lower", "memory used by the vLLM process tree, peak", "nvml"),
-    MetricSpec("power_w_mean", "W", "lower", "board power, mean", "nvml"),
-    MetricSpec("power_w_peak", "W", "none", "board power, peak", "nvml"),
-    MetricSpec("sm_clock_mhz_mean", "MHz", "none", "SM clock, mean", "nvml"),
-    MetricSpec("temperature_c_peak", "C", "lower", "GPU temperature, peak", "nvml"),
+    _occupancy("gpu_util_pct_mean", "%", "NVML utilization, mean over the window", "nvml", key_metric=True),
+    _occupancy("gpu_util_pct_p50", "%", "NVML utilization, median", "nvml"),
+    _occupancy("gpu_util_pct_p95", "%", "NVML utilization, P95", "nvml"),
+    _occupancy("gpu_util_pct_peak", "%", "NVML utilization, peak", "nvml"),
+    MetricSpec("vram_used_gib_mean", "GiB", "lower", "device memory used, mean", "nvml", "memory"),
+    MetricSpec("vram_used_gib_peak", "GiB", "lower", "device memory used, peak (device total)", "nvml",
+               "memory", gated=True, min_effect=0.02, floor=0.25, key_metric=True),
+    MetricSpec("vram_process_gib_peak", "GiB", "lower", "memory used by the vLLM process tree, peak", "nvml",
+               "memory", duplicate_of="vram_used_gib_peak"),
+    _env("power_w_mean", "W", "board power, mean"),
+    _env("power_w_peak", "W", "board power, peak"),
+    _env("sm_clock_mhz_mean", "MHz", "SM clock, mean"),
+    _env("temperature_c_peak", "C", "GPU temperature, peak"),
     # --- vLLM /metrics ---
-    MetricSpec("running_batch_mean", "requests", "higher", "vllm:num_requests_running, mean", "server"),
-    MetricSpec("running_batch_p95", "requests", "higher", "vllm:num_requests_running, P95", "server"),
-    MetricSpec("waiting_queue_mean", "requests", "lower", "vllm:num_requests_waiting, mean", "server"),
-    MetricSpec("waiting_queue_peak", "requests", "lower", "vllm:num_requests_waiting, peak", "server"),
-    MetricSpec("kv_cache_usage_pct_peak", "%", "none", "vllm:kv_cache_usage_perc, peak", "server"),
-    MetricSpec("preemptions", "count", "lower", "vllm:num_preemptions_total delta in the window", "server"),
-    MetricSpec("prefix_cache_hit_pct", "%", "higher", "prefix-cache hits / queries in the window", "server"),
-    MetricSpec("server_requests_completed", "requests", "none", "vllm:request_success_total delta", "server"),
-    MetricSpec("server_generation_tokens", "tokens", "none", "vllm:generation_tokens_total delta", "server"),
-    MetricSpec("server_prompt_tokens", "tokens", "none", "vllm:prompt_tokens_total delta", "server"),
-    MetricSpec("server_mean_ttft_ms", "ms", "lower", "server-side TTFT mean (histogram delta)", "server"),
-    MetricSpec("server_mean_itl_ms", "ms", "lower", "server-side inter-token latency mean", "server"),
-    MetricSpec("server_mean_e2el_ms", "ms", "lower", "server-side E2E latency mean", "server"),
-    MetricSpec("server_mean_queue_ms", "ms", "lower", "server-side queue time mean", "server"),
-    MetricSpec("tokens_per_step_mean", "tokens", "higher", "tokens scheduled per engine step, mean", "server"),
+    _occupancy("running_batch_mean", "requests", "vllm:num_requests_running, mean", key_metric=True),
+    _occupancy("running_batch_p95", "requests", "vllm:num_requests_running, P95"),
+    _occupancy("waiting_queue_mean", "requests", "vllm:num_requests_waiting, mean"),
+    _occupancy("waiting_queue_peak", "requests", "vllm:num_requests_waiting, peak"),
+    _occupancy("kv_cache_usage_pct_peak", "%", "vllm:kv_cache_usage_perc, peak", key_metric=True),
+    _occupancy("preemptions", "count", "vllm:num_preemptions_total delta in the window"),
+    _occupancy("prefix_cache_hit_pct", "%", "prefix-cache hits / queries in the window (checked against what "
+               "the scenario declares, not gated)", key_metric=True),
+    _count("server_requests_completed", "requests", "none", "vllm:request_success_total delta", source="server"),
+    _count("server_generation_tokens", "tokens", "none", "vllm:generation_tokens_total delta", source="server"),
+    _count("server_prompt_tokens", "tokens", "none", "vllm:prompt_tokens_total delta", source="server"),
+    MetricSpec("server_mean_ttft_ms", "ms", "lower", "server-side TTFT mean (histogram delta)", "server",
+               duplicate_of="mean_ttft_ms"),
+    MetricSpec("server_mean_itl_ms", "ms", "lower", "server-side inter-token latency mean", "server",
+               duplicate_of="mean_itl_ms"),
+    MetricSpec("server_mean_e2el_ms", "ms", "lower", "server-side E2E latency mean", "server",
+               duplicate_of="mean_e2el_ms"),
+    # Gated: the time requests wait for a scheduler slot is what --max-num-seqs and friends govern, and a
+    # client cannot see it apart from TTFT. Near 0 when nothing waits, so the absolute floor does the work.
+    MetricSpec("server_mean_queue_ms", "ms", "lower", "server-side queue time mean", "server", gated=True,
+               min_effect=0.50, floor=2.0),
+    _occupancy("tokens_per_step_mean", "tokens", "tokens scheduled per engine step, mean"),
     # --- efficiency ---
-    MetricSpec("mbu_pct", "%", "higher", "model bandwidth utilization vs the GPU's peak", "efficiency"),
-    MetricSpec("mfu_pct", "%", "higher", "model FLOPs utilization vs the GPU's peak bf16", "efficiency"),
+    MetricSpec("mbu_pct", "%", "higher", "model bandwidth utilization vs the GPU's peak", "efficiency",
+               "efficiency", key_metric=True),
+    MetricSpec("mfu_pct", "%", "higher", "model FLOPs utilization vs the GPU's peak bf16", "efficiency",
+               "efficiency"),
 ]
 
-METRICS: dict[str, MetricSpec] = {spec.key: spec for spec in _SPECS}
+METRICS: dict[str, MetricSpec] = {s.key: s for s in _SPECS}
+GATED: tuple[str, ...] = tuple(k for k, s in METRICS.items() if s.gated)
+KEY_METRICS: tuple[str, ...] = tuple(k for k, s in METRICS.items() if s.key_metric)
 
 
 def spec(key: str) -> MetricSpec:
@@ -103,8 +178,6 @@ def spec(key: str) -> MetricSpec:
     try:
         return METRICS[key]
     except KeyError:
-        import difflib
-
         close = difflib.get_close_matches(key, METRICS, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"unknown metric '{key}'{hint} (all metrics: `perfgate metrics`)") from None
