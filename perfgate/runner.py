@@ -160,7 +160,7 @@ class PhaseRunner:
 
     # -- verdicts ------------------------------------------------------------------------------------
     def assert_slos(self, phase: PhaseResult):
-        """Fail with one table (metric, bound, measured, margin) if an SLO for this key is not met."""
+        """Fail with one table (metric, bound, worst repeat, margin) unless every SLO holds in every repeat."""
         from perfgate.slo import load_slos
 
         try:
@@ -170,12 +170,12 @@ class PhaseRunner:
         if slos is None:
             self.fail(f"no SLO set for {phase.key}: add one to slos/{phase.gpu_class}.toml "
                       f"(an unchecked run is not a pass)")
-        verdict = slos.evaluate(phase, self.results_dir)
+        repeats = self.repeats_of(phase)
+        verdict = slos.evaluate(repeats, self.results_dir)
         self.session.verdicts.setdefault(_vkey(phase), {})["slo"] = verdict
         if not verdict.passed:
-            why = ""
-            if phase.saturated:
-                why = "\nthe server was over capacity in this window: " + "; ".join(phase.saturation_reasons)
+            why = "".join(f"\nthe server was over capacity in repeat {i} of {len(repeats)}: "
+                          + "; ".join(p.saturation_reasons) for i, p in enumerate(repeats, 1) if p.saturated)
             self.fail(f"SLO failed for {phase.key}\n{verdict.table()}{why}\nraw results: {self.results_dir}")
         return verdict
 
