@@ -5,9 +5,15 @@ environment fingerprint it was measured on (GPU, driver, clocks/power cap, vLLM 
 profile's command line: whatever ``PhaseResult.fingerprint`` carries), and a compact latency distribution
 (101 quantiles of TTFT and E2E over all requests) so reports can draw the baseline's CDF.
 
+Each repeat also records the server session it came from (``sessions`` and ``session_of_repeat``): a
+baseline holds repeats from at least two server sessions (the server restarted between them), so the gate's
+noise model includes session-to-session drift, not only repeat-to-repeat noise. And it records the
+measurement-method version (``perfgate.method``); a baseline of an older method is refused with the way to
+re-record it.
+
 Files are written atomically (``write_json_atomic``: a reader sees the old file or the new one) and only
-from a valid, passing run with enough repeats. A file that is corrupt or of another schema version is a
-``BaselineError`` naming the file and the way to regenerate it.
+from a valid, passing run with enough repeats and sessions. A file that is corrupt or of another schema
+version is a ``BaselineError`` naming the file and the way to regenerate it.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from perfgate._errors import BaselineError, InvalidRunError
 from perfgate._toml import data_dir
 from perfgate.catalog import METRICS
+from perfgate.method import METHOD_VERSION, RERECORD_BASELINE
 from perfgate.phase import PhaseResult, write_json_atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Fingerprint keys that make two environments incomparable when both are recorded and differ.
 IDENTITY_KEYS = ("gpu_model", "vllm_version")
 # Latency series (records keys without the unit) whose distribution a baseline keeps for CDF plots.
@@ -47,6 +54,9 @@ class Baseline(BaseModel):
     created_at: str = ""
     source: str = ""  # the results directory it was refreshed from
     repeats: int = Field(ge=1)
+    method_version: int = METHOD_VERSION
+    sessions: list[str] = Field(default_factory=list)  # server session ids, in the order measured
+    session_of_repeat: list[int] = Field(default_factory=list)  # index into ``sessions``, one per repeat
     fingerprint: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, list[float]]  # per metric, one value per repeat
     latency_quantiles: dict[str, list[float]] = Field(default_factory=dict)  # "ttft_ms": 101 values
@@ -55,6 +65,20 @@ class Baseline(BaseModel):
     @property
     def key(self) -> str:
         return f"{self.gpu_class}/{self.profile}/{self.scenario}"
+
+    @property
+    def session_count(self) -> int:
+        return len(set(self.session_of_repeat)) if self.session_of_repeat else 1
+
+    def by_session(self, metric: str) -> list[list[float]]:
+        """The metric's repeat values grouped by server session (one group when sessions are unknown)."""
+        values = self.metrics.get(metric, [])
+        if len(self.session_of_repeat) != len(values):
+            return [list(values)] if values else []
+        groups: dict[int, list[float]] = {}
+        for session, value in zip(self.session_of_repeat, values):
+            groups.setdefault(session, []).append(value)
+        return list(groups.values())
 
     def fingerprint_notes(self, phase: PhaseResult) -> list[str]:
         """Fingerprint differences that do not forbid comparing but a reader should see."""
@@ -107,6 +131,11 @@ def load_baseline(path: Path) -> Baseline:
     if not isinstance(data, dict):
         raise BaselineError("corrupt baseline (top level is not an object)", source=str(path), fix=REFRESH_FIX)
     version = data.get("schema_version")
+    method = data.get("method_version", 1)
+    if version == 1 or (isinstance(method, int) and method < METHOD_VERSION):
+        raise BaselineError(f"baseline was recorded by measurement method {method} (this perfgate measures "
+                            f"with method {METHOD_VERSION}: fresh prompts in every repeat, two server "
+                            "sessions); its figures mean something else", source=str(path), fix=RERECORD_BASELINE)
     if version != SCHEMA_VERSION:
         raise BaselineError(f"baseline schema_version is {version!r}, this perfgate reads {SCHEMA_VERSION}",
                             source=str(path), fix=REFRESH_FIX)
@@ -178,8 +207,12 @@ def _round(x: float) -> float:
 
 
 def baseline_from_phases(phases: Sequence[PhaseResult], *, results_dir: Path | None = None, min_repeats: int = 3,
-                         failed: str | None = None, max_error_rate: float = 0.01) -> Baseline:
-    """A Baseline from a run's repeats; refuses (InvalidRunError / BaselineError) to learn from a bad run."""
+                         failed: str | None = None, max_error_rate: float = 0.01,
+                         min_sessions: int = 2) -> Baseline:
+    """A Baseline from a run's repeats; refuses (InvalidRunError / BaselineError) to learn from a bad run.
+
+    ``min_sessions``: distinct server sessions the repeats must come from (1 only for an in-run A/B, where
+    both sides share the session-to-session drift by construction)."""
     if failed:
         raise BaselineError(f"refusing to write a baseline from a failed run: {failed}",
                             fix="fix the failure and refresh from a passing run")
@@ -208,6 +241,19 @@ def baseline_from_phases(phases: Sequence[PhaseResult], *, results_dir: Path | N
         seen = {str(p.fingerprint.get(k)) for p in phases}
         if len(seen) > 1:
             raise BaselineError(f"repeats disagree on {k}: {sorted(seen)}", fix="refresh from one environment")
+    old = sorted({p.method_version for p in phases if p.method_version < METHOD_VERSION})
+    if old:
+        raise BaselineError(f"refusing to write baseline {keys[0]} from phases measured by method "
+                            f"{', '.join(map(str, old))} (this perfgate: method {METHOD_VERSION})",
+                            fix="rerun the suite with this perfgate, then refresh from that run")
+    phases = sorted(phases, key=lambda p: (p.started_at, p.repeat))
+    sessions = list(dict.fromkeys(p.server_session or "(unknown)" for p in phases))
+    if len(sessions) < min_sessions:
+        raise BaselineError(f"baseline {keys[0]} needs repeats from at least {min_sessions} server sessions "
+                            f"(restart between) so that session-to-session drift is in its noise; got "
+                            f"{len(sessions)}", fix="record with --perfgate-update-baselines (it restarts the "
+                            "server between sessions), or `perfgate baselines refresh --from RUN1 --from RUN2` "
+                            "with runs of separate server sessions")
     first = phases[0]
     metrics: dict[str, list[float]] = {}
     for key in sorted({k for p in phases for k in p.metrics}):
@@ -224,19 +270,21 @@ def baseline_from_phases(phases: Sequence[PhaseResult], *, results_dir: Path | N
         gpu_model=first.fingerprint.get("gpu_model"), vllm_version=first.fingerprint.get("vllm_version"),
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         source=str(results_dir) if results_dir else "", repeats=len(phases),
+        sessions=sessions, session_of_repeat=[sessions.index(p.server_session or "(unknown)") for p in phases],
         fingerprint=dict(first.fingerprint), metrics=metrics,
         latency_quantiles={k: quantiles(v) for k, v in pooled.items()})
 
 
 def write_baseline(path: Path, phases: Sequence[PhaseResult], *, results_dir: Path | None = None,
-                   min_repeats: int = 3, failed: str | None = None,
+                   min_repeats: int = 3, failed: str | None = None, min_sessions: int = 2,
                    echo: Callable[[str], None] | None = None) -> str:
     """Atomically write the baseline learned from ``phases`` to ``path``; returns the before/after diff.
 
     ``failed`` is why the run failed (an SLO, a test error), if it did: the write is then refused. An
     existing file that cannot be read is replaced (the diff says so) since refreshing is its fix.
     """
-    new = baseline_from_phases(phases, results_dir=results_dir, min_repeats=min_repeats, failed=failed)
+    new = baseline_from_phases(phases, results_dir=results_dir, min_repeats=min_repeats, failed=failed,
+                               min_sessions=min_sessions)
     path = Path(path)
     old: Baseline | None = None
     unreadable = ""
@@ -263,7 +311,8 @@ def diff_baselines(old: Baseline | None, new: Baseline) -> str:
     from perfgate.report.markdown import format_value
 
     lines = [(f"{new.key}: {'new baseline' if old is None else 'refreshed'} "
-              f"({new.repeats} repeats, vLLM {new.vllm_version or '?'}, {new.gpu_model or new.gpu_class})")]
+              f"({new.repeats} repeats in {new.session_count} server sessions, vLLM {new.vllm_version or '?'}, "
+              f"{new.gpu_model or new.gpu_class}, method {new.method_version})")]
     if old is not None:
         for k in sorted(set(old.fingerprint) | set(new.fingerprint)):
             if old.fingerprint.get(k) != new.fingerprint.get(k):

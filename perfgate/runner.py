@@ -6,6 +6,7 @@ results, so a person reads the verdict in seconds. Nothing here imports pytest.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,12 @@ from typing import Any
 import httpx
 
 from perfgate._errors import PerfgateError
+from perfgate.gate import INCONCLUSIVE, NEW, GateVerdict
+from perfgate.gate_settings import GateSettings
 from perfgate.measure import measure_phase
 from perfgate.phase import PhaseResult
+from perfgate.scenario import Scenario
+from perfgate.server import VllmServer
 from perfgate.session import PerfgateSession
 from perfgate.target import Target
 
@@ -37,6 +42,8 @@ class PhaseRunner:
         self.test_id = test_id
         self._fail = fail
         self.phases: dict[str, list[PhaseResult]] = {}
+        self._settings: GateSettings | None = None
+        self._verdicts: dict[str, tuple[int, GateVerdict]] = {}
 
     @property
     def results_dir(self) -> Path:
@@ -46,10 +53,27 @@ class PhaseRunner:
         self._fail(self.session.redact(message))
 
     # -- measuring -----------------------------------------------------------------------------------
-    async def measure(self, scenario: str, *, repeats: int | None = None, allow_invalid: bool = False) -> PhaseResult:
-        """Run ``scenario`` against this test's server ``repeats`` times; returns the last repeat.
+    @property
+    def gate_settings(self) -> GateSettings:
+        """``[tool.perfgate.gate]`` for this target's GPU class (read once per runner)."""
+        if self._settings is None:
+            from perfgate.gate_settings import load_gate_settings
 
-        An invalid run (the client fell behind its schedule) fails the test unless ``allow_invalid``.
+            root = Path(self._config.rootpath) if self._config is not None else None
+            try:
+                self._settings = load_gate_settings(self.target.gpu_class, root=root,
+                                                    allow_incomparable=self.session.allow_incomparable)
+            except PerfgateError as exc:
+                self.fail(str(exc))
+        return self._settings
+
+    async def measure(self, scenario: str, *, repeats: int | None = None, allow_invalid: bool = False) -> PhaseResult:
+        """Run ``scenario`` against this test's server; returns the last repeat (``repeats_of`` gives all).
+
+        Repeats: --perfgate-repeats, else ``repeats``, else ``[tool.perfgate.gate] repeats``. When a baseline
+        exists and the gate is INCONCLUSIVE after them, repeats are added (up to ``max_repeats``) until it
+        decides. With --perfgate-update-baselines the repeats are measured in ``baseline_sessions`` server
+        sessions, the server restarted between them. An invalid run fails the test unless ``allow_invalid``.
         """
         from perfgate.scenario import load_scenario
 
@@ -57,17 +81,19 @@ class PhaseRunner:
             spec = load_scenario(scenario)
         except PerfgateError as exc:
             self.fail(str(exc))
-        count = self.session.repeats or repeats or 1
+        settings = self.gate_settings
+        count = self.session.repeats or repeats or settings.repeats
         done = self.phases.setdefault(spec.name, [])
-        for _ in range(count):
-            self._require_alive("before")
-            repeat = sum(1 for p in self.session.phases if p.profile == self.target.profile and p.scenario == spec.name)
-            phase = await measure_phase(self.target, spec, results_dir=self.results_dir, repeat=repeat)
-            done.append(phase)
-            self.session.add_phase(phase)
-            if self._hook is not None:
-                self._hook.pytest_perfgate_phase_measured(config=self._config, phase=phase)
-            self._require_alive("during", phase)
+        sessions = settings.baseline_sessions if self.session.update_baselines else 1
+        for s in range(sessions):
+            if s:
+                await self._restart_server(s + 1)
+            for _ in range(count):
+                await self._measure_one(spec, done)
+        if not self.session.update_baselines:
+            limit = max(settings.max_repeats, count)
+            while all(p.valid for p in done) and len(done) < limit and self._judge(spec.name).status == INCONCLUSIVE:
+                await self._measure_one(spec, done)
         self._record_benchmark(done)
         last = done[-1]
         if not allow_invalid and not all(p.valid for p in done):
@@ -75,6 +101,47 @@ class PhaseRunner:
             self.fail(f"INVALID run of {last.key}: the numbers describe the client, not the server.\n  "
                       + "\n  ".join(reasons) + f"\nraw results: {self.results_dir}")
         return last
+
+    async def _measure_one(self, spec: Scenario, done: list[PhaseResult]) -> PhaseResult:
+        self._require_alive("before")
+        repeat = sum(1 for p in self.session.phases if p.profile == self.target.profile and p.scenario == spec.name)
+        phase = await measure_phase(self.target, spec, results_dir=self.results_dir, repeat=repeat,
+                                    nonce=self.session.prompt_nonce)
+        done.append(phase)
+        self.session.add_phase(phase)
+        if self._hook is not None:
+            self._hook.pytest_perfgate_phase_measured(config=self._config, phase=phase)
+        self._require_alive("during", phase)
+        return phase
+
+    async def _restart_server(self, number: int) -> None:
+        """A new server session for the baseline's noise model: the same profile, restarted."""
+        server = self.target.server
+        if not isinstance(server, VllmServer):
+            self.fail("--perfgate-update-baselines records the baseline in "
+                      f"{self.gate_settings.baseline_sessions} server sessions, and perfgate cannot restart a "
+                      "server it did not start (--vllm-url). Run the suite once per server session (restart "
+                      "the server between) and merge them: `perfgate baselines refresh --from RUN1 --from RUN2`")
+        log_path = server.log_path.with_name(f"{self.target.profile}-session{number}.log")
+        await asyncio.to_thread(server.restart, log_path)
+
+    def _judge(self, name: str) -> GateVerdict:
+        """The gate's verdict on ``name``'s repeats so far (cached per repeat count)."""
+        from perfgate.baseline import find_baseline
+        from perfgate.gate import compare
+
+        done = self.phases[name]
+        cached = self._verdicts.get(name)
+        if cached is not None and cached[0] == len(done):
+            return cached[1]
+        last = done[-1]
+        try:
+            baseline = find_baseline(last.gpu_class, last.profile, last.scenario)
+        except PerfgateError as exc:
+            self.fail(str(exc))
+        verdict = compare(done, baseline, self.gate_settings)
+        self._verdicts[name] = (len(done), verdict)
+        return verdict
 
     async def measure_locust(self, scenario: str, *, ramp: str, processes: int | None = None,
                              allow_invalid: bool = False) -> PhaseResult:
@@ -179,35 +246,31 @@ class PhaseRunner:
             self.fail(f"SLO failed for {phase.key}\n{verdict.table()}{why}\nraw results: {self.results_dir}")
         return verdict
 
-    def assert_no_regression(self, phase: PhaseResult):
-        """Compare this scenario's repeats with the stored baseline (noise-aware); fail on a regression.
+    def assert_no_regression(self, phase: PhaseResult) -> GateVerdict | None:
+        """Judge this scenario's repeats against the stored baseline; fail unless the gate PASSes.
 
+        REGRESSED and INCONCLUSIVE (still undecided after ``max_repeats``) fail; a missing baseline is NEW.
         With --perfgate-update-baselines the repeats become the new baseline instead (refused when invalid).
         """
-        from perfgate.baseline import baseline_path, find_baseline, write_baseline
-        from perfgate.gate import compare
+        from perfgate.baseline import baseline_path, write_baseline
 
         phases = self.repeats_of(phase)
         if self.session.update_baselines:
             path = baseline_path(phase.gpu_class, phase.profile, phase.scenario)
             try:
-                diff = write_baseline(path, phases, results_dir=self.results_dir)
+                diff = write_baseline(path, phases, results_dir=self.results_dir,
+                                      min_sessions=self.gate_settings.baseline_sessions)
             except PerfgateError as exc:
                 self.fail(f"baseline not written: {exc}")
             self.session.verdicts.setdefault(_vkey(phase), {})["baseline_diff"] = diff
             print(f"\nbaseline {path} written:\n{diff}")
             return None
-        try:
-            baseline = find_baseline(phase.gpu_class, phase.profile, phase.scenario)
-        except PerfgateError as exc:
-            self.fail(str(exc))
-        verdict = compare(phases, baseline, allow_incomparable=self.session.allow_incomparable)
+        verdict = self._judge(phase.scenario)
         self.session.verdicts.setdefault(_vkey(phase), {})["gate"] = verdict
-        if verdict.status == "new":
+        if verdict.status == NEW:
             print(f"\n{phase.key}: no baseline yet (reported as new; record one with --perfgate-update-baselines)")
         if not verdict.passed:
-            self.fail(f"regression gate: {verdict.status.upper()} for {phase.key}\n{verdict.table()}\n"
-                      + "\n".join(verdict.reasons) + f"\nraw results: {self.results_dir}")
+            self.fail(f"{verdict.table()}\nraw results: {self.results_dir}")
         return verdict
 
 

@@ -42,6 +42,8 @@ class Server(Protocol):
     def pids(self) -> set[int]: ...
     def alive(self) -> bool: ...
     def stop(self) -> None: ...
+    @property
+    def session_id(self) -> str: ...
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -143,6 +145,20 @@ class VllmServer:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def session_id(self) -> str:
+        """Which server process this is: pid and start ticks (a restart is a new session)."""
+        if self.proc is None:
+            return ""
+        return f"{self.profile.name}:{self.proc.pid}-{_SESSIONS.get(self.proc.pid, 0)}"
+
+    def restart(self, log_path: Path) -> float:
+        """Stop this server and start it again (a new server session), logging to ``log_path``."""
+        self.stop()
+        self.log_path = Path(log_path)
+        self.start()
+        return self.wait_healthy()
 
     def log_tail(self, lines: int = 40) -> str:
         return tail(self.log_path, lines)
@@ -250,6 +266,7 @@ class AttachedServer:
         self._api_key = api_key
         self.model_ids: list[str] = []
         self.healthy_after_s: float | None = None
+        self._process_start: str | None = None
 
     @property
     def metrics_url(self) -> str:
@@ -266,6 +283,11 @@ class AttachedServer:
 
     def stop(self) -> None:
         pass
+
+    @property
+    def session_id(self) -> str:
+        """The attached server's process start time from /metrics: a restart there is a new session."""
+        return f"attached:{self.base_url}:{self._process_start or '?'}"
 
     def check(self, timeout_s: float = 10.0) -> AttachedServer:
         """Fail at session start if the URL is down or is not a vLLM OpenAI server."""
@@ -289,6 +311,8 @@ class AttachedServer:
                               fix=fix) from None
         if metrics.status_code != 200 or "vllm:" not in metrics.text:
             raise ServerError(f"{self.base_url}/metrics has no vllm: metrics: this is not a vLLM server", fix=fix)
+        start = re.search(r"^process_start_time_seconds\s+(\S+)", metrics.text, re.MULTILINE)
+        self._process_start = start.group(1) if start else None
         return self
 
 

@@ -32,6 +32,10 @@ class Target:
     def base_url(self) -> str:
         return self.server.base_url
 
+    @property
+    def server_session(self) -> str:
+        return self.server.session_id
+
     def tokenizer_object(self) -> Any:
         """The served model's tokenizer, loaded once per server (prompts are built with it)."""
         if self._tokenizer is None:
