@@ -2,28 +2,52 @@
 
 A file holds tables named ``"<profile>/<scenario>"`` with ``*`` for any::
 
+    method_version = 2                  # the measurement method its bounds were derived with
     extends = "common"                  # another file in slos/, read first
     [slo."*/*"]                         # every profile, every scenario on this GPU class
     vram_used_gib_peak = { max = "20 GB" }
     [slo."*/chat"]                      # every profile, the chat scenario
     p99_e2el_ms.max = 1200
+    request_throughput = { min = 6, tolerance = 0.10 }
     [slo."optimized/chat"]              # one profile, one scenario
 
 Each entry is a catalog metric with ``min`` and/or ``max`` (a memory size such as ``"20 GB"`` is exact:
-20e9 bytes = 18.63 GiB) and an optional ``note``. Precedence: a file overrides the file it extends; within a
-file ``*/*`` < ``profile/*`` < ``*/scenario`` < ``profile/scenario``; fields merge (a more specific ``max``
-keeps an inherited ``min``). A metric that is not in the catalog is a ConfigError when the file is loaded.
+20e9 bytes = 18.63 GiB), an optional ``note`` and, on a throughput bound, an optional ``tolerance``.
+Precedence: a file overrides the file it extends; within a file ``*/*`` < ``profile/*`` < ``*/scenario`` <
+``profile/scenario``; fields merge (a more specific ``max`` keeps an inherited ``min``). A metric that is not
+in the catalog is a ConfigError when the file is loaded.
 
-Throughput bounds (``request_throughput`` and the other rates) mean a rate SUSTAINED while the latency and
-error SLOs hold: with a sweep, ``max_sustained_rate``; in an open-loop phase, the offered rate counts only if
-the run is valid, the client sent >= 95 % of it, the server did not saturate, and the latency SLOs passed.
+Method version: every file in the ``extends`` chain must say ``method_version = N`` with N the current
+``perfgate.method.METHOD_VERSION``. A file without it, or from an older method (bounds derived from repeats
+served from a warm prefix cache), is refused with the way to re-derive it: its numbers mean something else.
+
+Every repeat is judged: ``SloSet.evaluate`` takes all repeats of one phase key, and a bound holds only if it
+holds in each repeat. A row shows the worst repeat's value as ``measured``, every repeat's value in
+``per_repeat``, and a failing row's note names the repeat(s) it failed in ("fails in repeat 2 of 3"). A bound
+whose metric is missing in some repeat (and fails in none) is a skip with the reason, never a pass.
+
+Throughput bounds (kind ``throughput`` in the catalog: ``request_throughput``, ``output_throughput``,
+``total_token_throughput``, ``request_goodput``) mean a rate SUSTAINED while the latency and error SLOs hold,
+and judge the MEASURED completion rate, never the configured one:
+
+- with a sweep, ``request_throughput`` is judged on ``max_sustained_rate``;
+- otherwise it is "not sustained" (FAIL) when the run is invalid, a latency/error SLO failed in that repeat,
+  or, open loop, the client sent < 95 % of the offered rate or the server saturated;
+- open loop (the phase has ``offered_rate``): a scenario that offers less than ``min`` fails ("cannot show
+  that rate"); else the row passes when measured >= min x (1 - tolerance), tolerance 0.10 unless the bound
+  sets one. Why a tolerance: completions / duration counts the drain after the last send, so a server that
+  keeps up still measures a little under the offered rate (H100 chat: offered 6, measured 5.75 req/s). The
+  margin is against that tolerated floor. Token rates are offered at offered_rate x tokens per completed
+  request;
+- closed loop: measured >= min, no tolerance.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -33,11 +57,22 @@ from perfgate._errors import ConfigError
 from perfgate._toml import data_dir, find_line, read_toml, validate
 from perfgate.catalog import METRICS
 from perfgate.hardware import parse_memory
+from perfgate.method import METHOD_VERSION, RERECORD_SLOS
 from perfgate.phase import PhaseResult
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
-THROUGHPUT_METRICS = ("request_throughput", "output_throughput", "total_token_throughput", "request_goodput")
 MIN_ACHIEVED_RATIO = 0.95
+DEFAULT_RATE_TOLERANCE = 0.10
+_RANK = {FAIL: 0, SKIP: 1, PASS: 2}
+
+
+def is_rate_bound(metric: str) -> bool:
+    """A bound judged as a sustained rate (not ``max_sustained_rate`` itself: that one is a plain bound)."""
+    return METRICS[metric].kind == "throughput" and metric != "max_sustained_rate"
+
+
+def _is_quality(metric: str) -> bool:
+    return METRICS[metric].kind in ("latency", "error")
 
 
 class Bound(BaseModel):
@@ -45,6 +80,8 @@ class Bound(BaseModel):
 
     min: float | str | None = None
     max: float | str | None = None
+    # Open-loop throughput only: the measured rate may fall this fraction under ``min`` (default 0.10).
+    tolerance: float | None = Field(default=None, ge=0.0, lt=1.0)
     note: str = ""
 
 
@@ -52,6 +89,8 @@ class SloFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str = ""
+    # perfgate.method.METHOD_VERSION the bounds were derived with; missing or older is refused at load.
+    method_version: int | None = None
     extends: str | None = None
     # True for bounds that are placeholders until measured on the hardware; reports say so.
     provisional: bool = False
@@ -66,6 +105,7 @@ class ResolvedBound:
     note: str
     written: str  # the bound as written, e.g. "<= 20 GB"
     source: str  # "slos/a10g.toml [*/chat]"
+    tolerance: float | None = None  # open-loop throughput only; None = DEFAULT_RATE_TOLERANCE
 
     def text(self) -> str:
         return self.written
@@ -75,10 +115,29 @@ class ResolvedBound:
 class SloRow:
     metric: str
     bound: str
-    measured: float | None
+    measured: float | None  # the worst repeat's value
     margin: float | None  # relative headroom: +0.05 = 5 % inside the bound, negative = outside
     status: Literal["pass", "fail", "skip"]
     note: str = ""
+    per_repeat: list[float | None] = field(default_factory=list)  # every repeat's value, in order
+    failing_repeats: list[int] = field(default_factory=list)  # 1-based positions of the repeats it failed in
+
+    def per_repeat_text(self) -> str:
+        """``1,180 / 1,310 / 1,150 ms``: every repeat's value, the unit once."""
+        from perfgate.report.markdown import format_value
+
+        unit = METRICS[self.metric].unit
+        parts = [format_value(v, unit) for v in self.per_repeat]
+        suffix = f" {unit}"
+        if unit and all(p.endswith(suffix) or p == "-" for p in parts):
+            return " / ".join(p.removesuffix(suffix) for p in parts) + suffix
+        return " / ".join(parts)
+
+
+def rule_text(repeats: int) -> str:
+    if repeats == 1:
+        return "every repeat: a bound holds only if it holds in each repeat (1 repeat judged)"
+    return f"every repeat: a bound holds only if it holds in each of the {repeats} repeats"
 
 
 @dataclass
@@ -88,6 +147,11 @@ class SloVerdict:
     files: list[str]
     provisional: bool = False
     results_dir: str | None = None  # set by the caller so a failure names the raw results
+    repeats: int = 1
+    rule: str = ""  # how the repeats were combined; set from ``repeats`` when empty
+
+    def __post_init__(self) -> None:
+        self.rule = self.rule or rule_text(self.repeats)
 
     @property
     def passed(self) -> bool:
@@ -111,15 +175,18 @@ class SloVerdict:
             counts.append(f"{len(self.skipped)} skipped")
         if self.provisional:
             counts.append("PROVISIONAL bounds")
-        lines = [head + (f" ({', '.join(counts)})" if counts else "")]
+        lines = [head + (f" ({', '.join(counts)})" if counts else "") + f" — {self.rule}"]
         order = {FAIL: 0, SKIP: 2, PASS: 1}
-        body = [("status", "metric", "bound", "measured", "margin", "note")]
+        per = self.repeats > 1
+        cols = ("status", "metric", "bound", "measured" + (" (worst)" if per else ""))
+        body = [cols + (("per repeat",) if per else ()) + ("margin", "note")]
         for r in sorted(self.rows, key=lambda r: order[r.status]):
-            unit = METRICS[r.metric].unit
-            margin = "-" if r.margin is None else f"{r.margin * 100:+.1f}%"
-            body.append((r.status.upper() if r.status == FAIL else r.status, r.metric, r.bound,
-                         format_value(r.measured, unit), margin, r.note))
-        widths = [max(len(row[i]) for row in body) for i in range(6)]
+            cells = (r.status.upper() if r.status == FAIL else r.status, r.metric, r.bound,
+                     format_value(r.measured, METRICS[r.metric].unit))
+            if per:
+                cells += (r.per_repeat_text() if r.status == FAIL else "",)
+            body.append(cells + ("-" if r.margin is None else f"{r.margin * 100:+.1f}%", r.note))
+        widths = [max(len(row[i]) for row in body) for i in range(len(body[0]))]
         lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in body]
         if self.results_dir:
             lines.append(f"raw results: {self.results_dir}")
@@ -140,20 +207,68 @@ class SloSet:
     def key(self) -> str:
         return f"{self.gpu_class}/{self.profile}/{self.scenario}"
 
-    def evaluate(self, phase: PhaseResult, results_dir: str | Path | None = None) -> SloVerdict:
-        """Check every bound against the phase; quality (latency/error) rows first, then sustained rates."""
-        rates = [b for m, b in self.bounds.items() if m in THROUGHPUT_METRICS]
-        others = [b for m, b in self.bounds.items() if m not in THROUGHPUT_METRICS]
-        rows = [_check(b, _measured(phase, b.metric), phase) for b in others]
-        quality = [r for r in rows if METRICS[r.metric].unit == "ms" or r.metric == "error_rate"]
-        rows += [_check_rate(b, phase, quality) for b in rates]
+    def evaluate(self, phases: Sequence[PhaseResult] | PhaseResult,
+                 results_dir: str | Path | None = None) -> SloVerdict:
+        """Judge every bound in every repeat of one phase key; a bound holds only if it holds in each."""
+        runs = [phases] if isinstance(phases, PhaseResult) else list(phases)
+        if not runs:
+            raise ValueError(f"SLOs {self.key}: no repeats to judge")
+        keys = sorted({p.key for p in runs})
+        if len(keys) > 1:
+            raise ValueError(f"SLOs {self.key}: repeats of one phase key expected, got {', '.join(keys)}")
+        per_repeat = [self._evaluate_one(p) for p in runs]
+        rows = [_combine(self.bounds[m], [rows[m] for rows in per_repeat]) for m in per_repeat[0]]
         return SloVerdict(self.key, rows, self.files, self.provisional,
-                          str(results_dir) if results_dir is not None else None)
+                          str(results_dir) if results_dir is not None else None, repeats=len(runs))
+
+    def _evaluate_one(self, phase: PhaseResult) -> dict[str, SloRow]:
+        """One repeat: quality (latency/error) and other rows first, then the rates, which depend on them."""
+        rows = {m: _check(b, _measured(phase, m), phase) for m, b in self.bounds.items() if not is_rate_bound(m)}
+        quality = [r for r in rows.values() if _is_quality(r.metric)]
+        rows.update({m: _check_rate(b, phase, quality) for m, b in self.bounds.items() if is_rate_bound(m)})
+        return rows
+
+
+def _badness(bound: ResolvedBound, row: SloRow) -> tuple:
+    """Sort key, worst first: failed, then least margin; against a bound of 0 (no margin), the value."""
+    value = row.measured if row.measured is not None else 0.0
+    directional = -value if bound.max is not None else value
+    return (_RANK[row.status], row.margin if row.margin is not None else 0.0, directional)
+
+
+def _repeats(positions: list[int], n: int) -> str:
+    if len(positions) == 1:
+        return f"repeat {positions[0]} of {n}"
+    return f"repeats {', '.join(map(str, positions[:-1]))} and {positions[-1]} of {n}"
+
+
+def _combine(bound: ResolvedBound, rows: list[SloRow]) -> SloRow:
+    """One row from a bound's per-repeat rows: FAIL if any repeat failed, else SKIP if any could not be
+    judged, else PASS; ``measured`` is the worst judged repeat's value."""
+    n = len(rows)
+    values = [r.measured for r in rows]
+    failing = [i for i, r in enumerate(rows, 1) if r.status == FAIL]
+    missing = [i for i, r in enumerate(rows, 1) if r.status == SKIP]
+    judged = [r for r in rows if r.status != SKIP]
+    worst = min(judged, key=lambda r: _badness(bound, r)) if judged else rows[0]
+    if failing:
+        status, note = FAIL, worst.note
+        if n > 1:
+            note = f"fails in {_repeats(failing, n)}" + (f": {note}" if note else "")
+    elif missing:
+        status = SKIP
+        reasons = "; ".join(dict.fromkeys(rows[i - 1].note for i in missing))
+        note = reasons if n == 1 else f"not measured in {_repeats(missing, n)}: {reasons}"
+    else:
+        status, note = PASS, worst.note
+    measured = worst.measured if judged else None
+    margin = worst.margin if judged else None
+    return SloRow(bound.metric, bound.text(), measured, margin, status, note, values, failing)
 
 
 def _measured(phase: PhaseResult, metric: str) -> float | None:
     value = phase.metrics.get(metric)
-    if isinstance(value, (int, float)) and math.isfinite(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
 
@@ -178,17 +293,33 @@ def _check(bound: ResolvedBound, value: float | None, phase: PhaseResult, note: 
         source = METRICS[bound.metric].source
         reason = phase.unavailable.get(source)
         why = f"{source} unavailable: {reason}" if reason else "not measured in this phase"
-        return SloRow(bound.metric, bound.text(), None, None, SKIP, why)
+        return SloRow(bound.metric, bound.text(), None, None, SKIP, why, [None])
     status = PASS if _inside(bound, value) else FAIL
-    return SloRow(bound.metric, bound.text(), value, _margin(bound, value), status, note or bound.note)
+    return SloRow(bound.metric, bound.text(), value, _margin(bound, value), status, note or bound.note, [value])
 
 
-def _check_rate(bound: ResolvedBound, phase: PhaseResult, quality: list[SloRow]) -> SloRow:
-    """A throughput bound: the rate counts only where it was sustained with latency/error SLOs met."""
-    m = phase.metrics
-    if bound.metric == "request_throughput" and _measured(phase, "max_sustained_rate") is not None:
-        return _check(bound, _measured(phase, "max_sustained_rate"), phase,
-                      "max_sustained_rate from the sweep (highest rate whose latency SLOs held)")
+def _fmt(value: float, metric: str) -> str:
+    from perfgate.report.markdown import format_value
+
+    return format_value(value, METRICS[metric].unit)
+
+
+def _offered(phase: PhaseResult, metric: str) -> float | None:
+    """The rate the scenario offered, in the bound's unit (tokens: offered req/s x tokens per completion)."""
+    rate = _measured(phase, "offered_rate")
+    if rate is None or METRICS[metric].unit == "req/s":
+        return rate
+    completed = _measured(phase, "completed")
+    tokens = {"output_throughput": ("total_output_tokens",),
+              "total_token_throughput": ("total_input_tokens", "total_output_tokens")}.get(metric)
+    counts = [_measured(phase, k) for k in tokens or ()]
+    if not completed or not counts or any(c is None for c in counts):
+        return None
+    return rate * sum(counts) / completed  # type: ignore[arg-type]
+
+
+def _blockers(phase: PhaseResult, quality: list[SloRow]) -> list[str]:
+    """Why this repeat's rate does not count as sustained (empty: it does)."""
     blockers = []
     if not phase.valid:
         blockers.append("run invalid (" + "; ".join(phase.invalid_reasons or ["client fell behind"]) + ")")
@@ -197,24 +328,47 @@ def _check_rate(bound: ResolvedBound, phase: PhaseResult, quality: list[SloRow])
         blockers.append("latency/error SLOs failed: " + ", ".join(failed))
     offered = _measured(phase, "offered_rate")
     ratio = _measured(phase, "achieved_rate_ratio")
-    if ratio is None and offered and _measured(phase, "achieved_rate") is not None:
-        ratio = m["achieved_rate"] / offered
+    if ratio is None and offered and (achieved := _measured(phase, "achieved_rate")) is not None:
+        ratio = achieved / offered
     if offered and ratio is not None and ratio < MIN_ACHIEVED_RATIO:
         blockers.append(f"client sent {ratio:.0%} of the offered {offered:g} req/s (needs >= 95%)")
     if offered and phase.saturated:
         blockers.append("server saturated (" + "; ".join(phase.saturation_reasons or ["queue grew"]) + ")")
-    value = _measured(phase, bound.metric)
-    if blockers:
-        row = _check(bound, value, phase)
-        if row.status != SKIP:
-            row.status, row.note = FAIL, "not sustained: " + "; ".join(blockers)
+    return blockers
+
+
+def _check_rate(bound: ResolvedBound, phase: PhaseResult, quality: list[SloRow]) -> SloRow:
+    """A throughput bound in one repeat: the MEASURED rate, counted only where it was sustained."""
+    metric = bound.metric
+    if metric == "request_throughput" and (swept := _measured(phase, "max_sustained_rate")) is not None:
+        return _check(bound, swept, phase, "max_sustained_rate from the sweep (highest rate whose latency SLOs held)")
+    value = _measured(phase, metric)
+    open_loop = _measured(phase, "offered_rate") is not None
+    offered = _offered(phase, metric)
+    tolerance = DEFAULT_RATE_TOLERANCE if bound.tolerance is None else bound.tolerance
+    judged = replace(bound, min=bound.min * (1 - tolerance)) if open_loop and bound.min is not None else bound
+    cannot_show = open_loop and offered is not None and bound.min is not None and offered < bound.min
+    blockers = _blockers(phase, quality)
+    if cannot_show or blockers:
+        why = []
+        if cannot_show:
+            why.append(f"the scenario offers {_fmt(offered, metric)}: it cannot show >= "  # type: ignore[arg-type]
+                       f"{_fmt(bound.min, metric)}; raise its rate to at least the bound")  # type: ignore[arg-type]
+        why += ["not sustained: " + "; ".join(blockers)] if blockers else []
+        row = _check(judged, value, phase)
+        if cannot_show or row.status != SKIP:
+            row.status, row.note = FAIL, "; ".join(why)
         return row
     untied = "" if quality else " (no latency SLO in this set to tie it to)"
-    if bound.metric == "request_throughput" and offered:
-        done = f"completed {value:.2f} req/s" if value is not None else "completed rate not measured"
-        return _check(bound, offered, phase, f"offered {offered:g} req/s sustained ({done}), "
-                                             f"latency SLOs met{untied}")
-    return _check(bound, value, phase, (f"sustained, latency SLOs met{untied}" if quality else untied.strip()))
+    met = f"latency SLOs met{untied}" if quality else untied.strip()
+    if not open_loop:
+        return _check(bound, value, phase, "closed loop: measured rate" + (f", {met}" if met else ""))
+    seen = f"measured {_fmt(value, metric)}" if value is not None else "measured rate missing"
+    if offered and value is not None:
+        seen = f"offered {_fmt(offered, metric)}, {seen} ({value / offered:.0%} of offered)"
+    if judged.min is not None:
+        seen += f"; passes at >= {_fmt(judged.min, metric)} (min - {tolerance:.0%} tolerance)"
+    return _check(judged, value, phase, f"open loop: {seen}" + (f", {met}" if met else ""))
 
 
 # ---------------------------------------------------------------- loading
@@ -237,6 +391,26 @@ def _number(metric: str, value: float | str, path: Path, pattern: str, side: str
                       source=where, fix=f"write a number in {unit}")
 
 
+def _check_bound(path: Path, pattern: str, metric: str, bound: Bound) -> None:
+    where = f"{path}:{find_line(path, metric) or '?'}"
+    if metric not in METRICS:
+        close = difflib.get_close_matches(metric, METRICS, n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(f'[slo."{pattern}"] names unknown metric {metric!r}', source=where,
+                          fix=f"{hint}list the metric keys with `perfgate metrics`")
+    if bound.min is None and bound.max is None:
+        raise ConfigError(f'[slo."{pattern}"] {metric} has neither min nor max', source=where,
+                          fix=f"write e.g. {metric}.max = 100")
+    if bound.tolerance is not None and (not is_rate_bound(metric) or bound.min is None):
+        raise ConfigError(f'[slo."{pattern}"] {metric}.tolerance: a tolerance applies only to the min of a '
+                          f"throughput bound judged in an open loop", source=where,
+                          fix="remove `tolerance`, or put it on a request_throughput/output_throughput/"
+                              "total_token_throughput/request_goodput bound with a min")
+    for side in ("min", "max"):
+        if getattr(bound, side) is not None:
+            _number(metric, getattr(bound, side), path, pattern, side)
+
+
 def _resolve_file(path: Path) -> list[tuple[Path, SloFile]]:
     """The chain of files, root first, each validated (every metric checked against the catalog)."""
     chain: list[tuple[Path, SloFile]] = []
@@ -255,25 +429,28 @@ def _resolve_file(path: Path) -> list[tuple[Path, SloFile]]:
                                   source=f"{current}:{find_line(current, pattern) or '?'}",
                                   fix='e.g. [slo."*/chat"] or [slo."optimized/*"]')
             for metric, bound in table.items():
-                if metric not in METRICS:
-                    close = difflib.get_close_matches(metric, METRICS, n=3)
-                    hint = f"did you mean {', '.join(close)}? " if close else ""
-                    raise ConfigError(f'[slo."{pattern}"] names unknown metric {metric!r}',
-                                      source=f"{current}:{find_line(current, metric) or '?'}",
-                                      fix=f"{hint}list the metric keys with `perfgate metrics`")
-                if bound.min is None and bound.max is None:
-                    raise ConfigError(f'[slo."{pattern}"] {metric} has neither min nor max',
-                                      source=f"{current}:{find_line(current, metric) or '?'}",
-                                      fix=f"write e.g. {metric}.max = 100")
-                for side in ("min", "max"):
-                    if getattr(bound, side) is not None:
-                        _number(metric, getattr(bound, side), current, pattern, side)
+                _check_bound(current, pattern, metric, bound)
         chain.append((current, data))
         current = current.parent / f"{data.extends}.toml" if data.extends else None
         if current is not None and not current.is_file():
             raise ConfigError(f"extends = {data.extends!r}: no such SLO file {current}",
                               source=str(chain[-1][0]), fix="name a file in the same directory, without .toml")
     return list(reversed(chain))
+
+
+def _check_method(path: Path, data: SloFile) -> None:
+    """Refuse a file whose bounds were derived with another measurement method (perfgate/method.py)."""
+    version = data.method_version
+    if version == METHOD_VERSION:
+        return
+    where = f"{path}:{find_line(path, 'method_version')}" if version is not None else str(path)
+    if version is not None and version > METHOD_VERSION:
+        raise ConfigError(f"SLO file {path.name} is for measurement method {version}; this perfgate measures "
+                          f"with method {METHOD_VERSION}", source=where, fix="upgrade perfgate")
+    said = f"says method_version = {version}" if version is not None else "has no method_version (method 1)"
+    raise ConfigError(f"SLO file {path.name} {said}: its bounds were derived with an older measurement method "
+                      f"than this perfgate's method {METHOD_VERSION}, so they mean something else",
+                      source=where, fix=RERECORD_SLOS.format(version=METHOD_VERSION))
 
 
 def _specificity(pattern: str, profile: str, scenario: str) -> int | None:
@@ -284,12 +461,17 @@ def _specificity(pattern: str, profile: str, scenario: str) -> int | None:
 
 
 def load_slos(gpu_class: str, profile: str, scenario: str, slos_dir: Path | None = None) -> SloSet | None:
-    """The SLO set for this key, or None when ``slos/<gpu_class>.toml`` is absent or sets nothing for it."""
+    """The SLO set for this key, or None when ``slos/<gpu_class>.toml`` is absent or sets nothing for it.
+
+    ConfigError for a file of the chain that is invalid or was derived with another measurement method.
+    """
     directory = Path(slos_dir) if slos_dir is not None else default_slos_dir()
     path = directory / f"{gpu_class}.toml"
     if not path.is_file():
         return None
     chain = _resolve_file(path)
+    for file_path, data in chain:
+        _check_method(file_path, data)
     merged: dict[str, dict] = {}
     provisional = False
     for file_path, data in chain:
@@ -298,17 +480,20 @@ def load_slos(gpu_class: str, profile: str, scenario: str, slos_dir: Path | None
         for _, pattern, table in sorted(tables, key=lambda x: x[0]):
             provisional = provisional or data.provisional
             for metric, bound in table.items():
-                entry = merged.setdefault(metric, {"raw": {}, "min": None, "max": None, "note": ""})
+                entry = merged.setdefault(metric, {"raw": {}, "min": None, "max": None, "note": "",
+                                                   "tolerance": None})
                 for side in ("min", "max"):
                     raw = getattr(bound, side)
                     if raw is not None:
                         entry[side] = _number(metric, raw, file_path, pattern, side)
                         entry["raw"][side] = raw
+                if bound.tolerance is not None:
+                    entry["tolerance"] = bound.tolerance
                 entry["note"] = bound.note or entry["note"]
                 entry["source"] = f"{file_path.name} [{pattern}]"
     if not merged:
         return None
-    bounds = {m: ResolvedBound(m, e["min"], e["max"], e["note"], _written(m, e), e["source"])
+    bounds = {m: ResolvedBound(m, e["min"], e["max"], e["note"], _written(m, e), e["source"], e["tolerance"])
               for m, e in merged.items()}
     return SloSet(gpu_class, profile, scenario, bounds, [str(p) for p, _ in chain], provisional)
 
