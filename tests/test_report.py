@@ -85,7 +85,7 @@ def test_full_report_has_json_markdown_and_plots(tmp_path):
     sweep = [fake_phase(results, "cpu-tiny", 20 + i, rng, rate=r, scenario="cpu-sweep", timeline=False,
                         slow=1 + (r / 4) ** 3) for i, r in enumerate((0.5, 1, 2, 3, 4))]
     slos = load_slos("cpu", "cpu-tiny", "cpu-poisson", REPO / "slos")
-    slo_verdicts = [slos.evaluate(p, results) for p in current]
+    slo_verdicts = [slos.evaluate(current, results)]
     gate = compare(current, baseline)
     ab = ab_compare(base_runs, current)
     files = write_report(results, current + sweep, slo_verdicts=slo_verdicts, gate_verdicts=[gate],
@@ -109,6 +109,28 @@ def test_full_report_has_json_markdown_and_plots(tmp_path):
     for p in pngs:
         assert p.read_bytes()[:8] == PNG and p.stat().st_size > 10_000  # a real picture, not an empty canvas
         assert f"]({p.relative_to(results)})" in md
+
+
+def test_summary_shows_one_slo_verdict_per_phase_key_with_the_rule_and_failing_repeats():
+    from perfgate.report.markdown import render_summary
+
+    def repeat(r: int, p99: float) -> PhaseResult:
+        return PhaseResult("cpu-tiny", "cpu-closed", "cpu", repeat=r, metrics={
+            "request_throughput": 3.0, "p99_ttft_ms": 300.0, "p99_e2el_ms": p99, "error_rate": 0.0,
+            "token_count_mismatches": 0})
+
+    phases = [repeat(0, 2000.0), repeat(1, 31500.0), repeat(2, 2500.0)]  # the middle repeat breaks 30 s
+    slos = load_slos("cpu", "cpu-tiny", "cpu-closed", REPO / "slos")
+    md = render_summary(phases, slo_verdicts=[slos.evaluate(phases)])
+    assert "| `cpu/cpu-tiny/cpu-closed` | 3 | yes | ❌ fail: p99_e2el_ms |" in md
+    assert md.count("**SLOs:") == 1 and "**SLOs: FAIL** (1 of 4 bounds failed, 3 repeats judged)" in md
+    assert "a bound holds only if it holds in every repeat" in md
+    failed = next(line for line in md.splitlines() if line.startswith("| FAIL | p99_e2el_ms"))
+    assert "31,500 ms" in failed and "2,000 / 31,500 / 2,500 ms" in failed and "fails in repeat 2 of 3" in failed
+    passed = next(line for line in md.splitlines() if line.startswith("| pass | p99_ttft_ms"))
+    assert "/" not in passed.split("|")[5]  # per-repeat values only where a bound failed
+    ok = render_summary(phases[:1], slo_verdicts=[slos.evaluate(phases[:1])])
+    assert "**SLOs: PASS** (1 repeat judged)" in ok and "per repeat" not in ok
 
 
 def test_report_without_records_or_timelines_writes_no_plots(tmp_path):
@@ -187,13 +209,14 @@ def test_write_run_report_from_a_session_redacts_the_api_key(tmp_path):
         p.fingerprint["command_line"] = "vllm serve tiny --api-key sk-secret-123"
         session.add_phase(p)
     slos = load_slos("cpu", "cpu-tiny", "cpu-poisson", REPO / "slos")
-    session.verdicts["cpu/cpu-tiny/cpu-poisson"] = {"slo": slos.evaluate(session.phases[-1], tmp_path),
-                                                   "gate": compare(session.phases, None)}
+    verdict = slos.evaluate(session.phases, tmp_path)  # every repeat of the key, as PhaseRunner.assert_slos does
+    session.verdicts["cpu/cpu-tiny/cpu-poisson"] = {"slo": verdict, "gate": compare(session.phases, None)}
     from perfgate.report import write_run_report
 
     files = write_run_report(session)
     run = json.loads(files.run_json.read_text())
-    assert run["gate"][0]["status"] == "new" and run["slo"][0]["passed"]
+    assert run["gate"][0]["status"] == "new" and run["slo"][0]["passed"] == verdict.passed
+    assert run["slo"][0]["repeats"] == 2 and "each of the 2 repeats" in run["slo"][0]["rule"]
     for path in (files.run_json, files.summary_md):
         assert "sk-secret-123" not in path.read_text()
     assert "***" in files.run_json.read_text() and "new" in files.summary_md.read_text()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from perfgate.catalog import METRICS
+from perfgate.catalog import KEY_METRICS, METRICS
 from perfgate.phase import PhaseResult
 
 if TYPE_CHECKING:
@@ -19,11 +19,6 @@ if TYPE_CHECKING:
     from perfgate.baseline import Baseline
     from perfgate.gate import GateVerdict
     from perfgate.slo import SloVerdict
-
-# The metrics a person looks at first; others are in run.json.
-KEY_METRICS = ("request_throughput", "output_throughput", "p50_ttft_ms", "p99_ttft_ms", "p99_tpot_ms",
-               "p50_e2el_ms", "p99_e2el_ms", "error_rate", "gpu_util_pct_mean", "vram_used_gib_peak",
-               "kv_cache_usage_pct_peak", "running_batch_mean", "mbu_pct", "max_sustained_rate")
 
 
 def format_value(value: float | None, unit: str = "") -> str:
@@ -76,18 +71,16 @@ def render_summary(phases: Sequence[PhaseResult], *, slo_verdicts: Sequence[SloV
     groups: dict[str, list[PhaseResult]] = {}
     for p in phases:
         groups.setdefault(p.key, []).append(p)
-    slo_by: dict[str, list[SloVerdict]] = {}
-    for v in slo_verdicts:
-        slo_by.setdefault(v.key, []).append(v)
+    slo_by = {v.key: v for v in slo_verdicts}  # one verdict per phase key, over all its repeats
     gate_by = {v.key: v for v in gate_verdicts}
 
     out = [f"# {title}", ""]
     rows = []
     for key, group in groups.items():
-        slos = slo_by.get(key, [])
-        slo_cell = _badge(all(v.passed for v in slos), "pass" if all(v.passed for v in slos) else
-                          f"fail: {', '.join(sorted({r.metric for v in slos for r in v.failed}))}") \
-            if slos else _badge(None, "no SLO set")
+        slo = slo_by.get(key)
+        slo_cell = _badge(slo.passed, "pass" if slo.passed else
+                          f"fail: {', '.join(sorted(r.metric for r in slo.failed))}") \
+            if slo else _badge(None, "no SLO set")
         gate = gate_by.get(key)
         if gate is None:
             gate_cell = _badge(None, "not gated")
@@ -122,17 +115,8 @@ def render_summary(phases: Sequence[PhaseResult], *, slo_verdicts: Sequence[SloV
         if metric_rows:
             out += ["", md_table(("metric", f"this run (mean of {len(group)})", "baseline", "change"),
                                  metric_rows), ""]
-        verdicts = slo_by.get(key, [])
-        if verdicts:
-            failed = sum(not v.passed for v in verdicts)
-            label = f"FAIL ({failed} of {len(verdicts)} repeats)" if failed else f"PASS ({len(verdicts)} repeats)"
-            out += [f"**SLOs: {label}**" + (" (provisional bounds)" if verdicts[0].provisional else ""),
-                    "", "Per metric, the worst repeat:", "",
-                    md_table(("status", "metric", "bound", "measured", "margin", "note"),
-                             [(r.status.upper() if r.status == "fail" else r.status, r.metric, r.bound,
-                               format_value(r.measured, METRICS[r.metric].unit),
-                               "-" if r.margin is None else f"{r.margin * 100:+.1f}%", r.note)
-                              for r in _worst_rows(verdicts)]), ""]
+        if (slo := slo_by.get(key)) is not None:
+            out += _slo_section(slo)
         gate = gate_by.get(key)
         if gate is not None:
             out += [f"**Baseline gate: {gate.status.upper()}**" + (f" — {'; '.join(gate.reasons)}"
@@ -156,17 +140,25 @@ def render_summary(phases: Sequence[PhaseResult], *, slo_verdicts: Sequence[SloV
     return "\n".join(out)
 
 
-def _worst_rows(verdicts: Sequence[SloVerdict]) -> list:
-    """One SLO row per metric: the repeat that failed, else skipped, else passed with the least margin."""
+def _slo_section(verdict: SloVerdict) -> list[str]:
+    """The phase key's SLO verdict over all its repeats: the rule, one row per bound (its worst repeat),
+    and every repeat's value for the rows that failed."""
     rank = {"fail": 0, "skip": 1, "pass": 2}
-    worst: dict[str, object] = {}
-    for v in verdicts:
-        for r in v.rows:
-            cur = worst.get(r.metric)
-            key = (rank[r.status], r.margin if r.margin is not None else math.inf)
-            if cur is None or key < (rank[cur.status], cur.margin if cur.margin is not None else math.inf):
-                worst[r.metric] = r
-    return sorted(worst.values(), key=lambda r: rank[r.status])
+    n, per = verdict.repeats, verdict.repeats > 1
+    counts = [f"{len(verdict.failed)} of {len(verdict.rows)} bounds failed"] if verdict.failed else []
+    counts += [f"{len(verdict.skipped)} skipped"] if verdict.skipped else []
+    counts += [f"{n} repeat{'s' if per else ''} judged"] + (["provisional bounds"] if verdict.provisional else [])
+    rows = []
+    for r in sorted(verdict.rows, key=lambda r: rank[r.status]):
+        cells = [r.status.upper() if r.status == "fail" else r.status, r.metric, r.bound,
+                 format_value(r.measured, METRICS[r.metric].unit)]
+        cells += [r.per_repeat_text() if r.status == "fail" else ""] if per else []
+        rows.append(cells + ["-" if r.margin is None else f"{r.margin * 100:+.1f}%", r.note])
+    header = ["status", "metric", "bound", "measured (worst repeat)"] + (["per repeat"] if per else [])
+    return [f"**SLOs: {'PASS' if verdict.passed else 'FAIL'}** ({', '.join(counts)})", "",
+            "Rule: a bound holds only if it holds in every repeat; `measured` is the worst repeat"
+            + ("; failing rows list every repeat's value." if per else "."), "",
+            md_table(header + ["margin", "note"], rows), ""]
 
 
 def _gate_cells(row) -> tuple[str, ...]:
