@@ -2,7 +2,7 @@
 
 The seed write-up claimed +50 % throughput from its flags; an A/B confirms or refutes such a claim on the
 user's hardware. Repeats of A and B are compared with the same statistics as the baseline gate
-(``perfgate.gate.relative_change``, multiplicity-corrected), direction-aware: "better" means better for the
+(Welch intervals on the log ratio, multiplicity-corrected), direction-aware: "better" means better for the
 metric (lower latency, higher throughput). When the GPU holds one server at a time, run them interleaved
 (A B A B ...) so slow drifts (thermals, a noisy neighbour) hit both; ``paired=True`` then compares
 repeat i of A with repeat i of B (in start order), which removes a drift shared by the pair.
@@ -15,23 +15,68 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from perfgate.catalog import METRICS
-from perfgate.gate import (
-    Change,
-    Correction,
-    _mean,
-    _pct,
-    _values,
-    adjust_pvalues,
-    relative_change,
-    t_quantile,
-    t_two_sided_p,
-)
+from perfgate.fmt import format_value
+from perfgate.fmt import pct as _pct
+from perfgate.gate import values as _values
 from perfgate.phase import PhaseResult
+from perfgate.stats import Correction, adjust_pvalues, mean_sd, t_quantile, t_two_sided_p
+from perfgate.stats import mean as _mean
 
 BETTER, WORSE, SAME = "better", "worse", "no significant difference"
 # Metrics an A/B reports by default: what serving is judged on (not the client's self-check).
 DEFAULT_METRICS = tuple(k for k, s in METRICS.items() if s.better != "none" and s.source != "client"
                         and not k.startswith("errors_")) + ("max_sustained_rate",)
+
+
+@dataclass(frozen=True)
+class Change:
+    """Relative change of the mean, ``b/a - 1``, with its two-sided confidence interval and p-value."""
+
+    relative: float  # +0.10 = B is 10 % higher
+    ci_low: float
+    ci_high: float
+    p_value: float
+    method: str  # "welch" | "paired" | "exact" | "absolute" | "no-noise"
+    noise: float | None  # pooled coefficient of variation of one repeat, if known
+
+
+def relative_change(base: Sequence[float], cur: Sequence[float], confidence: float = 0.95) -> Change:
+    """Welch interval for log(mean_cur / mean_base) by the delta method, as a relative change.
+
+    An A/B asks "which is better, and by how much": two-sided, no margin (the gate asks another question,
+    see perfgate.gate). Zero means fall back to an absolute Welch test.
+    """
+    (mb, sb), (mc, sc) = mean_sd(base), mean_sd(cur)
+    nb, nc = len(base), len(cur)
+    if mb <= 0 or mc <= 0:
+        return _absolute_change(base, cur, confidence)
+    rel = mc / mb - 1.0
+    if nb < 2 or nc < 2:
+        return Change(rel, rel, rel, 1.0, "no-noise", None)
+    vb, vc = (sb / mb) ** 2 / nb, (sc / mc) ** 2 / nc
+    se = math.sqrt(vb + vc)
+    if se == 0.0:
+        return Change(rel, rel, rel, 0.0 if rel else 1.0, "exact", 0.0)
+    df = (vb + vc) ** 2 / (vb * vb / (nb - 1) + vc * vc / (nc - 1))
+    ratio = math.log(mc / mb)
+    half = t_quantile(0.5 + confidence / 2.0, df) * se
+    noise = math.sqrt(((sb / mb) ** 2 + (sc / mc) ** 2) / 2.0)
+    return Change(rel, math.exp(ratio - half) - 1.0, math.exp(ratio + half) - 1.0,
+                  t_two_sided_p(ratio / se, df), "welch", noise)
+
+
+def _absolute_change(base: Sequence[float], cur: Sequence[float], confidence: float) -> Change:
+    (mb, sb), (mc, sc) = mean_sd(base), mean_sd(cur)
+    nb, nc = len(base), len(cur)
+    diff = mc - mb
+    scale = mb if mb else 1.0  # from zero the "relative" change is reported per unit of the metric
+    rel = diff / mb if mb else (math.inf if diff > 0 else (0.0 if diff == 0 else -math.inf))
+    se2 = (sb * sb / nb if nb > 1 else 0.0) + (sc * sc / nc if nc > 1 else 0.0)
+    if se2 == 0.0:
+        return Change(rel, rel, rel, 0.0 if diff else 1.0, "exact", None)
+    se, df = math.sqrt(se2), max(nb + nc - 2, 1)
+    half = t_quantile(0.5 + confidence / 2.0, df) * se
+    return Change(rel, (diff - half) / scale, (diff + half) / scale, t_two_sided_p(diff / se, df), "absolute", None)
 
 
 @dataclass
@@ -69,8 +114,6 @@ class AbVerdict:
         return [r.metric for r in self.rows if r.verdict == WORSE]
 
     def table(self) -> str:
-        from perfgate.report.markdown import format_value
-
         head = (f"A/B {self.scenario}: B={self.b_name} vs A={self.a_name} "
                 f"({self.n_a} x A, {self.n_b} x B{', paired' if self.paired else ''}): "
                 f"{len(self.better)} better, {len(self.worse)} worse")

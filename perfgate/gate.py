@@ -254,3 +254,44 @@ def compare(current: list[PhaseResult], baseline: Baseline | None, settings: Gat
                            + ", ".join(r.metric for r in verdict.by_verdict(INCONCLUSIVE))]
     return verdict
 
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """What the gate can resolve for one metric of a baseline, with ``current`` repeats in one session."""
+
+    metric: str
+    mean: float
+    within_cv: float
+    between_cv: float | None
+    margin: float  # the minimum effect, relative, in the worse direction
+    detectable: float | None  # smallest relative worsening called REGRESSED at 95 % power
+    false_alarm: float  # probability that an unchanged server does not PASS this metric
+
+
+def sensitivity(baseline: Baseline, settings: GateSettings, current: int) -> list[Sensitivity]:
+    """Per gated metric of ``baseline``: its noise, the smallest detectable change and the A/A false-alarm
+    rate, for a run of ``current`` repeats in one server session (the gate's own arithmetic)."""
+    out = []
+    gated = [m for m in settings.gated if baseline.metrics.get(m)]
+    for m in gated:
+        groups = baseline.by_session(m)
+        flat = [v for g in groups for v in g]
+        b_mean = stats.side_mean(groups)
+        log_scale = min(flat) > 0 and settings.floor_of(m) < settings.effect(m) * abs(b_mean)
+        scaled = [[math.log(v) for v in g] for g in groups] if log_scale else groups
+        noise = stats.estimate_noise(scaled)
+        se = stats.expected_se(noise, [len(g) for g in groups], [current])
+        df = float(max(1, noise.df_within + current - 1))
+        margin = _margin(m, b_mean, settings, log_scale)
+        detect = stats.detectable_worsening(se, df, margin, alpha=settings.alpha, power=POWER, tests=len(gated))
+        sign = 1 if METRICS[m].better == "lower" else -1
+        if log_scale:
+            rel_margin, rel_detect = math.exp(sign * margin) - 1, math.exp(sign * detect) - 1
+        else:
+            scale = abs(b_mean) or 1.0
+            rel_margin, rel_detect = sign * margin / scale, sign * detect / scale
+        out.append(Sensitivity(m, b_mean, noise.within_sd, noise.between_sd, rel_margin,
+                               rel_detect if math.isfinite(detect) else None,
+                               stats.false_alarm_rate(se, df, margin, alpha=settings.alpha)))
+    return out

@@ -241,6 +241,15 @@ def margin_test(baseline: Sessions, current: Sessions, *, margin: float, worse_s
     return MarginTest(w, se, df, margin, t_upper_p(t, df), 1.0 - t_upper_p(t, df), noise)
 
 
+def expected_se(noise: Noise, baseline_sizes: Sequence[int], current_sizes: Sequence[int]) -> float:
+    """The standard error ``margin_test`` will have for sides of these session sizes, given ``noise``."""
+    between = noise.between_sd or 0.0
+    k_b = 1.0 / len(baseline_sizes) + 1.0 / len(current_sizes)
+    k_w = (sum(1.0 / r for r in baseline_sizes) / len(baseline_sizes) ** 2
+           + sum(1.0 / r for r in current_sizes) / len(current_sizes) ** 2)
+    return math.sqrt(between * between * k_b + noise.within_sd ** 2 * k_w)
+
+
 def detectable_worsening(se: float, df: float, margin: float, *, alpha: float, power: float,
                          tests: int = 1) -> float:
     """The smallest true worsening called REGRESSED with probability ``power`` (Bonferroni over ``tests``)."""

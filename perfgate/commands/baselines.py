@@ -9,7 +9,8 @@ from pathlib import Path
 from perfgate._errors import BaselineError, InvalidRunError
 from perfgate.baseline import baseline_path, default_baselines_dir, load_baseline, write_baseline
 from perfgate.catalog import METRICS
-from perfgate.gate import smallest_detectable_change
+from perfgate.gate import sensitivity
+from perfgate.gate_settings import load_gate_settings
 from perfgate.report.json_report import read_phase_results
 from perfgate.report.markdown import format_value
 
@@ -23,10 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                          "smallest regression the gate detects")
     show.add_argument("filter", nargs="?", default="", help="substring of gpu_class/profile/scenario")
     show.add_argument("--repeats", type=int, default=None,
-                      help="current repeats assumed for the detectable change (default: the baseline's)")
+                      help="repeats of a current run assumed for the detectable change (default: the gate's "
+                           "configured repeats)")
     show.set_defaults(func=run_show)
     refresh = verbs.add_parser("refresh", help="write baselines from a results directory's phase JSON files")
-    refresh.add_argument("--from", dest="source", type=Path, required=True, metavar="RESULTS_DIR")
+    refresh.add_argument("--from", dest="sources", type=Path, required=True, action="append", metavar="RESULTS_DIR",
+                         help="a run's results directory; repeat it to merge runs of separate server sessions")
     refresh.add_argument("--only", default="", help="substring of gpu_class/profile/scenario to refresh")
     refresh.add_argument("--min-repeats", type=int, default=3)
     refresh.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
@@ -47,17 +50,19 @@ def run_show(args: argparse.Namespace) -> int:
               f"written {b.created_at or '?'} ({path})")
         if not args.filter:
             continue
-        n_cur = args.repeats or b.repeats
-        gated = [m for m in b.metrics if METRICS[m].better != "none"]
-        print(f"  {'metric':<28} {'mean':>14} {'noise':>7}  detectable regression (n={b.repeats} vs {n_cur},"
-              f" {len(gated)} metrics)")
-        for m in sorted(gated):
-            values = b.metrics[m]
-            mean = sum(values) / len(values)
-            sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
-            cv = sd / mean if mean else 0.0
-            mdc = smallest_detectable_change(cv, b.repeats, n_cur, metrics=max(len(gated), 1))
-            print(f"  {m:<28} {format_value(mean, METRICS[m].unit):>14} {cv * 100:>6.1f}%  {mdc * 100:.0f}%")
+        settings = load_gate_settings(b.gpu_class)
+        n_cur = args.repeats or settings.repeats
+        rows = sensitivity(b, settings, n_cur)
+        print(f"  {b.repeats} repeats in {b.session_count} server session(s); a run of {n_cur} repeats, "
+              f"alpha {settings.alpha:g}, {len(rows)} gated metrics" + (" (smoke gate)" if settings.smoke else ""))
+        print(f"  {'metric':<24} {'mean':>14} {'within':>7} {'session':>8} {'margin':>7} {'detectable':>11} "
+              f"{'A/A alarm':>9}")
+        for r in rows:
+            between = "?" if r.between_cv is None else f"{r.between_cv * 100:.1f}%"
+            detect = "-" if r.detectable is None else f"{r.detectable * 100:+.1f}%"
+            print(f"  {r.metric:<24} {format_value(r.mean, METRICS[r.metric].unit):>14} "
+                  f"{r.within_cv * 100:>6.1f}% {between:>8} {r.margin * 100:>+6.0f}% {detect:>11} "
+                  f"{r.false_alarm * 100:>8.2f}%")
     if not shown:
         print(f"no baselines{' matching ' + repr(args.filter) if args.filter else ''} in {directory}")
     return 0
@@ -74,32 +79,45 @@ def _failed_keys(results_dir: Path) -> dict[str, str]:
         if not v.get("passed", True):
             names = [r["metric"] for r in v.get("rows", []) if r.get("status") == "fail"]
             failed[v["key"]] = "SLO failed: " + ", ".join(names)
+    for v in run.get("gate", []):
+        if v.get("status") in ("regressed", "inconclusive", "invalid"):
+            failed.setdefault(v["key"], f"its baseline gate was {v['status'].upper()}")
     return failed
 
 
 def run_refresh(args: argparse.Namespace) -> int:
-    phases = [p for p in read_phase_results(args.source) if args.only in p.key]
+    phases, failed = [], {}
+    for source in args.sources:
+        for p in read_phase_results(source):
+            if args.only in p.key:  # artifacts made absolute: phases of several runs are pooled below
+                p.artifacts = {k: str(Path(source, v).resolve()) for k, v in p.artifacts.items()}
+                phases.append(p)
+        for key, why in _failed_keys(source).items():
+            failed[key] = f"{why} in {source}"
     if not phases:
         raise BaselineError(f"no phase results{' matching ' + repr(args.only) if args.only else ''}",
-                            source=str(args.source), fix="point --from at a results directory of a finished run")
-    failed = _failed_keys(args.source)
+                            source=", ".join(map(str, args.sources)),
+                            fix="point --from at a results directory of a finished run")
     groups: dict[str, list] = {}
     for p in phases:
         groups.setdefault(p.key, []).append(p)
     refused = 0
+    label = ", ".join(map(str, args.sources))
     for key, group in groups.items():
         path = baseline_path(group[0].gpu_class, group[0].profile, group[0].scenario, args.dir)
+        sessions = load_gate_settings(group[0].gpu_class).baseline_sessions
         try:
             if args.dry_run:
                 from perfgate.baseline import baseline_from_phases, diff_baselines
 
-                new = baseline_from_phases(group, results_dir=args.source, min_repeats=args.min_repeats,
-                                           failed=failed.get(key))
+                new = baseline_from_phases(group, results_dir=args.sources[0], min_repeats=args.min_repeats,
+                                           failed=failed.get(key), min_sessions=sessions)
+                new.source = label
                 old = load_baseline(path) if path.exists() else None
                 print(f"(dry run) {path}:\n{diff_baselines(old, new)}\n")
             else:
-                write_baseline(path, group, results_dir=args.source, min_repeats=args.min_repeats,
-                               failed=failed.get(key), echo=print)
+                write_baseline(path, group, results_dir=args.sources[0], min_repeats=args.min_repeats,
+                               failed=failed.get(key), min_sessions=sessions, echo=print)
                 print()
         except (BaselineError, InvalidRunError) as exc:
             refused += 1
