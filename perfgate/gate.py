@@ -267,6 +267,7 @@ class Sensitivity:
     margin: float  # the minimum effect, relative, in the worse direction
     detectable: float | None  # smallest relative worsening called REGRESSED at 95 % power
     false_alarm: float  # probability that an unchanged server does not PASS this metric
+    log_scale: bool  # True: the noise figures are log-scale (~ CVs); False: absolute, in the metric's unit
 
 
 def sensitivity(baseline: Baseline, settings: GateSettings, current: int) -> list[Sensitivity]:
@@ -293,5 +294,5 @@ def sensitivity(baseline: Baseline, settings: GateSettings, current: int) -> lis
             rel_margin, rel_detect = sign * margin / scale, sign * detect / scale
         out.append(Sensitivity(m, b_mean, noise.within_sd, noise.between_sd, rel_margin,
                                rel_detect if math.isfinite(detect) else None,
-                               stats.false_alarm_rate(se, df, margin, alpha=settings.alpha)))
+                               stats.false_alarm_rate(se, df, margin, alpha=settings.alpha), log_scale))
     return out

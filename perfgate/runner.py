@@ -94,6 +94,8 @@ class PhaseRunner:
             limit = max(settings.max_repeats, count)
             while all(p.valid for p in done) and len(done) < limit and self._judge(spec.name).status == INCONCLUSIVE:
                 await self._measure_one(spec, done)
+            # In the report even when an SLO assertion fails the test before assert_no_regression runs.
+            self.session.verdicts.setdefault(done[-1].key, {})["gate"] = self._judge(spec.name)
         self._record_benchmark(done)
         last = done[-1]
         if not allow_invalid and not all(p.valid for p in done):
@@ -161,7 +163,7 @@ class PhaseRunner:
                      and p.scenario == f"{spec.name}-locust")
         try:
             phase = await measure_locust_phase(self.target, spec, results_dir=self.results_dir, ramp=ramp,
-                                               repeat=repeat, processes=processes)
+                                               repeat=repeat, processes=processes, nonce=self.session.prompt_nonce)
         except PerfgateError as exc:
             self.fail(str(exc))
         self.phases.setdefault(phase.scenario, []).append(phase)
