@@ -308,7 +308,7 @@ def _summary(values: Sequence[float]) -> tuple[float, float]:
 
 def diff_baselines(old: Baseline | None, new: Baseline) -> str:
     """A before/after table a reviewer reads: mean (noise) per metric, the change, fingerprint changes."""
-    from perfgate.report.markdown import format_value
+    from perfgate.fmt import format_value
 
     lines = [(f"{new.key}: {'new baseline' if old is None else 'refreshed'} "
               f"({new.repeats} repeats in {new.session_count} server sessions, vLLM {new.vllm_version or '?'}, "

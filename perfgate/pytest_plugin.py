@@ -227,10 +227,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     for phase in pg.phases:
         flag = "" if phase.valid else "  INVALID: " + "; ".join(phase.invalid_reasons)
         m = phase.metrics
+        hits = m.get("prefix_cache_hit_pct")
         tr.write_line(f"{phase.key} r{phase.repeat}: {m.get('request_throughput', float('nan')):.2f} req/s, "
                       f"p99 e2el {m.get('p99_e2el_ms', float('nan')):.0f} ms, "
-                      f"median ttft {m.get('median_ttft_ms', float('nan')):.0f} ms{flag}")
+                      f"median ttft {m.get('median_ttft_ms', float('nan')):.0f} ms, "
+                      f"prefix-cache hits {'-' if hits is None else f'{hits:.1f}%'}{flag}")
     for key, entry in pg.verdicts.items():
+        if entry.get("gate") is not None:
+            tr.write_line(entry["gate"].headline())
         if entry.get("baseline_diff"):
             tr.write_line(f"baseline written for {key}:")
             for line in str(entry["baseline_diff"]).splitlines():

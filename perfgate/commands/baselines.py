@@ -12,7 +12,7 @@ from perfgate.catalog import METRICS
 from perfgate.gate import sensitivity
 from perfgate.gate_settings import load_gate_settings
 from perfgate.report.json_report import read_phase_results
-from perfgate.report.markdown import format_value
+from perfgate.fmt import format_value
 
 
 def register(sub: argparse._SubParsersAction) -> None:

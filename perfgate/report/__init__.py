@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perfgate._errors import ResultsDirError
+from perfgate.fmt import format_value
 from perfgate.phase import PhaseResult
 from perfgate.report.json_report import read_phase_results, write_run_json
-from perfgate.report.markdown import format_value, render_summary
+from perfgate.report.markdown import render_summary
 
 if TYPE_CHECKING:
     from perfgate.ab import AbVerdict
@@ -77,7 +78,8 @@ def write_report(results_dir: Path | str, phases: Sequence[PhaseResult], *,
                  slo_verdicts: Sequence[SloVerdict] = (), gate_verdicts: Sequence[GateVerdict] = (),
                  ab_verdicts: Sequence[AbVerdict] = (), baselines: dict[str, Baseline] | None = None,
                  slo_sets: dict[str, SloSet] | None = None, title: str = "perfgate run",
-                 make_plots: bool = True, redact: Callable[[str], str] | None = None) -> ReportFiles:
+                 make_plots: bool = True, redact: Callable[[str], str] | None = None,
+                 extra: dict[str, Any] | None = None) -> ReportFiles:
     """Write run.json, summary.md and plots under ``results_dir``; paths in the Markdown are relative.
 
     ``baselines`` and ``slo_sets`` are keyed by ``PhaseResult.key``; they add the baseline's CDF and the
@@ -129,7 +131,8 @@ def write_report(results_dir: Path | str, phases: Sequence[PhaseResult], *,
                 if key.startswith(f"{gpu}/") and key.endswith(f"/{scenario}"):
                     md_plots.setdefault(key, []).extend(v)
     run_json = write_run_json(results_dir / "run.json", phases, slo_verdicts=slo_verdicts,
-                              gate_verdicts=gate_verdicts, ab_verdicts=ab_verdicts, plots=rel, redact=redact)
+                              gate_verdicts=gate_verdicts, ab_verdicts=ab_verdicts, plots=rel, redact=redact,
+                              extra=extra)
     summary = render_summary(phases, slo_verdicts=slo_verdicts, gate_verdicts=gate_verdicts,
                              ab_verdicts=ab_verdicts, baselines=baselines, plots=md_plots,
                              phase_files=phase_files, title=title)
@@ -174,4 +177,5 @@ def write_run_report(session: Any) -> ReportFiles:
     return write_report(session.results_dir, session.phases, slo_verdicts=slo, gate_verdicts=gate,
                         ab_verdicts=ab, baselines=baselines, slo_sets=slo_sets,
                         title=f"perfgate run {getattr(session, 'run_id', '')}".strip(),
-                        redact=getattr(session, "redact", None))
+                        redact=getattr(session, "redact", None),
+                        extra={"prompt_nonce": getattr(session, "prompt_nonce", None)})

@@ -6,12 +6,12 @@ the baseline, the failed or notable SLO and gate rows, its plots and links to it
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from perfgate.catalog import KEY_METRICS, METRICS
+from perfgate.fmt import format_value, pct
 from perfgate.phase import PhaseResult
 
 if TYPE_CHECKING:
@@ -19,29 +19,6 @@ if TYPE_CHECKING:
     from perfgate.baseline import Baseline
     from perfgate.gate import GateVerdict
     from perfgate.slo import SloVerdict
-
-
-def format_value(value: float | None, unit: str = "") -> str:
-    """A figure as a person reads it: ``1,180 ms``, ``18.63 GiB``, ``57.0%``, ``6.30 req/s``; None -> ``-``."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    v = float(value)
-    if unit == "ms":
-        text = f"{v:,.0f}" if abs(v) >= 100 else (f"{v:.1f}" if abs(v) >= 1 else f"{v:.3f}")
-        return f"{text} ms"
-    if unit == "GiB":
-        return f"{v:.2f} GiB"
-    if unit == "%":
-        return f"{v:.1f}%"
-    if unit in ("req/s", "tok/s"):
-        return f"{v:,.2f} {unit}" if abs(v) < 1000 else f"{v:,.0f} {unit}"
-    if unit == "fraction":
-        return f"{v:.4f}"
-    if v.is_integer() and abs(v) < 1e15:
-        return f"{int(v):,}" + (f" {unit}" if unit else "")
-    return f"{v:.4g}" + (f" {unit}" if unit else "")
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -84,10 +61,13 @@ def render_summary(phases: Sequence[PhaseResult], *, slo_verdicts: Sequence[SloV
         gate = gate_by.get(key)
         if gate is None:
             gate_cell = _badge(None, "not gated")
-        elif gate.status == "fail":
-            gate_cell = _badge(False, "regressed: " + ", ".join(r.metric for r in gate.regressions))
+        elif gate.status == "regressed":
+            gate_cell = _badge(False, "REGRESSED: " + ", ".join(r.metric for r in gate.regressions))
+        elif gate.status == "inconclusive":
+            gate_cell = _badge(None if gate.passed else False, "INCONCLUSIVE" + (" (smoke gate)" if gate.passed
+                                                                               else ""))
         else:
-            gate_cell = _badge({"pass": True, "new": None}.get(gate.status, False), gate.status)
+            gate_cell = _badge({"pass": True, "new": None}.get(gate.status, False), gate.status.upper())
         valid = all(p.valid for p in group)
         rows.append((f"`{key}`", str(len(group)), "yes" if valid else "**no**", slo_cell, gate_cell))
     out += [md_table(("phase", "repeats", "valid", "SLOs", "baseline gate"), rows), ""]
@@ -119,16 +99,7 @@ def render_summary(phases: Sequence[PhaseResult], *, slo_verdicts: Sequence[SloV
             out += _slo_section(slo)
         gate = gate_by.get(key)
         if gate is not None:
-            out += [f"**Baseline gate: {gate.status.upper()}**" + (f" — {'; '.join(gate.reasons)}"
-                                                                  if gate.reasons else ""), ""]
-            shown = [r for r in gate.rows if r.verdict != "no significant change"]
-            if shown:
-                out += [md_table(("metric", "baseline", "current", "change", "CI", "verdict"),
-                                 [_gate_cells(r) for r in shown]), ""]
-            quiet = len(gate.rows) - len(shown)
-            if quiet:
-                out += [f"{quiet} metric(s) with no significant change.", ""]
-            out += [f"- {n}" for n in gate.notes] + ([""] if gate.notes else [])
+            out += _gate_section(gate)
         for path in plots.get(key, []):
             out += [f"![{Path(path).stem}]({path})", ""]
         if phase_files.get(key):
@@ -161,11 +132,29 @@ def _slo_section(verdict: SloVerdict) -> list[str]:
             md_table(header + ["margin", "note"], rows), ""]
 
 
-def _gate_cells(row) -> tuple[str, ...]:
-    from perfgate.gate import _pct
-
-    unit = METRICS[row.metric].unit if row.metric in METRICS else ""
-    c = row.change
-    return (row.metric, format_value(row.baseline, unit), format_value(row.current, unit),
-            _pct(c.relative) if c else "", f"[{_pct(c.ci_low)}, {_pct(c.ci_high)}]" if c else "",
-            row.verdict + (f" ({row.note})" if row.note else ""))
+def _gate_section(gate: GateVerdict) -> list[str]:
+    """The gate's verdict: the rule, every gated metric (worst first), then report-only figures that moved."""
+    order = {"regressed": 0, "inconclusive": 1, "incomparable": 2, "new": 3, "pass": 4}
+    gated = sorted(gate.gated_rows, key=lambda r: (order.get(r.verdict, 9), r.metric))
+    level = round((1 - gate.settings.alpha) * 100)
+    rows = [(r.verdict.upper(), r.metric, format_value(r.baseline, METRICS[r.metric].unit),
+             format_value(r.current, METRICS[r.metric].unit), pct(r.relative),
+             f"[{pct(r.ci_low)}, {pct(r.ci_high)}]" if r.ci_low is not None else "",
+             pct(r.margin, 0) if r.margin is not None else "", pct(r.detectable) if r.detectable is not None else "",
+             r.note) for r in gated]
+    out = [f"**Baseline gate: {gate.status.upper()}**" + (" (smoke gate)" if gate.settings.smoke else "")
+           + (f" — {'; '.join(gate.reasons)}" if gate.reasons else ""), "",
+           (f"Rule: each gated metric is tested one-sided against its margin (the minimum effect, or its "
+            f"absolute floor if larger), with noise from {gate.baseline_sessions} baseline server session(s) "
+            f"and {gate.repeats} repeat(s) of this run: REGRESSED when worse by more than the margin at "
+            f"{level} % confidence ({gate.settings.correction}-corrected), PASS when shown within it, else "
+            f"INCONCLUSIVE (more repeats, up to {gate.settings.max_repeats})."), ""]
+    if rows:
+        out += [md_table(("verdict", "metric", "baseline", "current", "change", f"{level}% bounds", "margin",
+                          "detectable", "note"), rows), ""]
+    moved = [r for r in gate.rows if r.verdict == "reported" and r.relative is not None and abs(r.relative) > 0.10]
+    if moved:
+        out += ["Report-only figures that moved by more than 10 % (not gated: duplicates, environment, "
+                "occupancy): " + ", ".join(f"{r.metric} {pct(r.relative)}" for r in moved), ""]
+    out += [f"- {n}" for n in gate.notes] + ([""] if gate.notes else [])
+    return out
