@@ -131,8 +131,8 @@ def load_baseline(path: Path) -> Baseline:
     if not isinstance(data, dict):
         raise BaselineError("corrupt baseline (top level is not an object)", source=str(path), fix=REFRESH_FIX)
     version = data.get("schema_version")
-    method = data.get("method_version", 1)
-    if version == 1 or (isinstance(method, int) and method < METHOD_VERSION):
+    method = data.get("method_version", 1) if version in (1, SCHEMA_VERSION) else None
+    if isinstance(method, int) and method < METHOD_VERSION:
         raise BaselineError(f"baseline was recorded by measurement method {method} (this perfgate measures "
                             f"with method {METHOD_VERSION}: fresh prompts in every repeat, two server "
                             "sessions); its figures mean something else", source=str(path), fix=RERECORD_BASELINE)
