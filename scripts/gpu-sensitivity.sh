@@ -9,12 +9,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 work=/tmp/sensitivity
+copy=/tmp/sensitivity-repo  # the job runs in its own copy: a later command may re-sync this checkout
 [ -f /tmp/site/env.sh ] && . /tmp/site/env.sh
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+site=${PYTHONPATH:-}
 case "${1:-}" in
   start)
     profile=${2:?usage: gpu-sensitivity.sh start PROFILE [--knob FLAG=VALUE ...]}; shift 2
-    mkdir -p "$work"
+    mkdir -p "$work"; rm -rf "$copy"; cp -r . "$copy"; cd "$copy" || exit 1
+    export PYTHONPATH=$copy${site:+:$site}
     nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit --format=csv > "$work/gpu.txt" 2>&1
     setsid nohup bash -c "python3 benchmarks/sensitivity.py run --profile $profile --out $work/out $*; \
       echo \"exit \$?\" > $work/done" > "$work/progress.log" 2>&1 < /dev/null &
@@ -31,7 +33,7 @@ case "${1:-}" in
     cp "$work/progress.log" "$work/gpu.txt" "$dest/" 2>/dev/null
     cp "$work/out/sensitivity.md" "$work/out/noise.json" "$dest/" 2>/dev/null
     tar -czf "$dest/results.tgz" --exclude='*-profiles' -C "$work" out
-    tar -czf "$dest/baselines.tgz" baselines
+    tar -czf "$dest/baselines.tgz" -C "$copy" baselines
     ls -la "$dest"
     ;;
   *) echo "usage: gpu-sensitivity.sh start PROFILE [--knob ...] | wait SECONDS | collect DIR" >&2; exit 2 ;;
