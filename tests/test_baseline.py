@@ -12,6 +12,8 @@ import pytest
 from perfgate._errors import BaselineError, InvalidRunError
 from perfgate.baseline import (
     SCHEMA_VERSION,
+    Baseline,
+    baseline_from_phases,
     baseline_path,
     diff_baselines,
     find_baseline,
@@ -20,13 +22,16 @@ from perfgate.baseline import (
     write_baseline,
 )
 from perfgate.cli import main
+from perfgate.method import METHOD_VERSION
 from perfgate.phase import PhaseResult, write_json_atomic
 
 FP = {"gpu_model": None, "vllm_version": "0.32.0", "torch_version": "2.13.0",
       "profile_command": "vllm serve tiny --max-num-seqs 32"}
 
 
-def run_phases(n: int = 3, seed: int = 0, results_dir: Path | None = None, scale: float = 1.0) -> list[PhaseResult]:
+def run_phases(n: int = 3, seed: int = 0, results_dir: Path | None = None, scale: float = 1.0, sessions: int = 2,
+               session_prefix: str = "session", t0: float = 1000.0) -> list[PhaseResult]:
+    """``n`` repeats split in order over ``sessions`` server sessions (3 over 2: the first two in one)."""
     rng = random.Random(seed)
     phases = []
     for r in range(n):
@@ -43,7 +48,8 @@ def run_phases(n: int = 3, seed: int = 0, results_dir: Path | None = None, scale
             (results_dir / rel).write_text(json.dumps(records))
             artifacts["records"] = rel
         phases.append(PhaseResult("cpu-tiny", "cpu-closed", "cpu", metrics=metrics, repeat=r, fingerprint=dict(FP),
-                                  artifacts=artifacts, started_at=1000.0 + r))
+                                  artifacts=artifacts, started_at=t0 + r,
+                                  server_session=f"{session_prefix}-{r * sessions // n}"))
     return phases
 
 
@@ -54,7 +60,12 @@ def test_write_and_load_round_trip_keeps_repeats_and_fingerprint(tmp_path):
     diff = write_baseline(path, phases, results_dir=tmp_path)
     assert "new baseline" in diff and "request_throughput" in diff
     b = load_baseline(path)
-    assert b.schema_version == SCHEMA_VERSION and b.repeats == 3
+    assert b.schema_version == SCHEMA_VERSION and b.repeats == 3 and b.method_version == METHOD_VERSION
+    # Which server session each repeat came from: written to the file, in the order measured.
+    raw = json.loads(path.read_text())
+    assert raw["sessions"] == ["session-0", "session-1"] and raw["session_of_repeat"] == [0, 0, 1]
+    assert b.sessions == raw["sessions"] and b.session_of_repeat == [0, 0, 1] and b.session_count == 2
+    assert "3 repeats in 2 server sessions" in diff
     assert b.metrics["request_throughput"] == pytest.approx([p.metrics["request_throughput"] for p in phases], rel=1e-5)
     assert b.fingerprint["profile_command"] == FP["profile_command"] and b.vllm_version == "0.32.0"
     # CDF quantiles over the 120 successful measured requests (warm-up and failed ones left out).
@@ -77,10 +88,14 @@ def test_records_as_written_by_the_load_engine(tmp_path):
     ("{ not json", "corrupt baseline"),
     ('{"schema_version": 999, "metrics": {}}', "schema_version is 999"),
     ("[1, 2]", "top level is not an object"),
-    (json.dumps({"schema_version": SCHEMA_VERSION, "gpu_class": "cpu", "profile": "p", "scenario": "s",
-                 "repeats": 1, "metrics": {"p99_latency": [1.0]}}), "unknown metric(s) p99_latency"),
-    (json.dumps({"schema_version": SCHEMA_VERSION, "gpu_class": "cpu", "profile": "p", "scenario": "s",
-                 "metrics": {}}), "field 'repeats'"),
+    (json.dumps({"schema_version": SCHEMA_VERSION, "method_version": METHOD_VERSION, "gpu_class": "cpu",
+                 "profile": "p", "scenario": "s", "repeats": 1, "metrics": {"p99_latency": [1.0]}}),
+     "unknown metric(s) p99_latency"),
+    (json.dumps({"schema_version": SCHEMA_VERSION, "method_version": METHOD_VERSION, "gpu_class": "cpu",
+                 "profile": "p", "scenario": "s", "metrics": {}}), "field 'repeats'"),
+    (json.dumps({"schema_version": SCHEMA_VERSION, "method_version": METHOD_VERSION, "gpu_class": "cpu",
+                 "profile": "p", "scenario": "s", "repeats": 2, "session_of_repeat": "0,1", "metrics": {}}),
+     "field 'session_of_repeat'"),
 ])
 def test_bad_baseline_files_name_the_file_and_the_fix(tmp_path, content, expect):
     path = tmp_path / "b.json"
@@ -90,6 +105,70 @@ def test_bad_baseline_files_name_the_file_and_the_fix(tmp_path, content, expect)
     text = str(err.value)
     assert expect in text and str(path) in text
     assert "perfgate baselines refresh" in text and "--perfgate-update-baselines" in text
+
+
+@pytest.mark.parametrize("schema,method", [(1, None), (SCHEMA_VERSION, 1)])
+def test_files_of_measurement_method_1_are_refused_with_the_rerecord_message(tmp_path, schema, method):
+    """A schema-1 file (written before method_version existed: method 1) or a method-1 file is refused with
+    the way to re-record it, not read as if its figures meant what this perfgate measures."""
+    good = tmp_path / "good.json"
+    write_baseline(good, run_phases(3))
+    data = json.loads(good.read_text())
+    data["schema_version"] = schema
+    for key in ("method_version", "sessions", "session_of_repeat"):
+        data.pop(key)
+    if method is not None:
+        data["method_version"] = method
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(BaselineError) as err:
+        load_baseline(path)
+    text = str(err.value)
+    assert str(path) in text and "measurement method 1" in text and f"method {METHOD_VERSION}" in text
+    assert "re-record it with this perfgate" in text and "--perfgate-update-baselines" in text
+    assert "two server sessions" in text and "perfgate baselines refresh --from" in text
+
+
+def test_one_server_session_is_refused_naming_how_to_record_two(tmp_path):
+    path = tmp_path / "b.json"
+    for one_session in (run_phases(3, sessions=1), [PhaseResult(**{**vars(p), "server_session": ""})
+                                                    for p in run_phases(3)]):
+        with pytest.raises(BaselineError) as err:
+            write_baseline(path, one_session)
+        text = str(err.value)
+        assert "needs repeats from at least 2 server sessions" in text and "got 1" in text
+        assert "--perfgate-update-baselines" in text and "perfgate baselines refresh --from RUN1 --from RUN2" in text
+    assert not path.exists()
+    with pytest.raises(BaselineError, match="at least 3 server sessions"):
+        write_baseline(path, run_phases(4), min_sessions=3)
+    # An in-run A/B asks for one session explicitly: allowed, and the file says it was one session.
+    write_baseline(path, run_phases(3, sessions=1), min_sessions=1)
+    b = load_baseline(path)
+    assert b.sessions == ["session-0"] and b.session_of_repeat == [0, 0, 0] and b.session_count == 1
+
+
+def test_session_of_repeat_follows_measurement_order_when_phases_arrive_shuffled():
+    phases = run_phases(6, sessions=3)
+    shuffled = phases[:]
+    random.Random(7).shuffle(shuffled)
+    assert shuffled != phases
+    b = baseline_from_phases(shuffled)
+    assert b.sessions == ["session-0", "session-1", "session-2"] and b.session_of_repeat == [0, 0, 1, 1, 2, 2]
+    expected = [[phases[i].metrics["p99_e2el_ms"], phases[i + 1].metrics["p99_e2el_ms"]] for i in (0, 2, 4)]
+    assert b.by_session("p99_e2el_ms") == [pytest.approx(g, rel=1e-5) for g in expected]
+
+
+def test_by_session_groups_each_metric_by_server_session():
+    def make(**kw) -> Baseline:
+        return Baseline(gpu_class="cpu", profile="p", scenario="s", repeats=4,
+                        metrics={"p99_e2el_ms": [1.0, 2.0, 3.0, 4.0]}, **kw)
+
+    b = make(sessions=["a", "b"], session_of_repeat=[0, 1, 0, 1])
+    assert b.by_session("p99_e2el_ms") == [[1.0, 3.0], [2.0, 4.0]] and b.session_count == 2
+    assert b.by_session("failed") == []  # a metric the baseline does not hold
+    # Sessions unknown, or not one per repeat: one group (the gate then knows repeat noise only).
+    assert make().by_session("p99_e2el_ms") == [[1.0, 2.0, 3.0, 4.0]] and make().session_count == 1
+    assert make(sessions=["a"], session_of_repeat=[0, 0]).by_session("p99_e2el_ms") == [[1.0, 2.0, 3.0, 4.0]]
 
 
 def test_refuses_invalid_run_and_keeps_the_old_file(tmp_path):
@@ -159,33 +238,105 @@ def test_two_refreshes_at_once_never_tear_the_file(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temp files left
 
 
-def _save_run(results: Path, phases: list[PhaseResult], slo_failed: bool = False) -> None:
+def _save_run(results: Path, phases: list[PhaseResult], slo_failed: bool = False,
+              gate_status: str | None = None) -> None:
+    results.mkdir(parents=True, exist_ok=True)
     for p in phases:
         write_json_atomic(results / f"{p.profile}__{p.scenario}__r{p.repeat}.json", p.to_dict())
     slo = [{"key": phases[0].key, "passed": not slo_failed,
             "rows": [{"metric": "p99_e2el_ms", "status": "fail" if slo_failed else "pass"}]}]
-    write_json_atomic(results / "run.json", {"schema_version": 1, "phases": [], "slo": slo})
+    gate = [{"key": phases[0].key, "status": gate_status}] if gate_status else []
+    write_json_atomic(results / "run.json", {"schema_version": 1, "phases": [], "slo": slo, "gate": gate})
 
 
-def test_cli_refresh_from_results_and_show(tmp_path, capsys):
+@pytest.fixture
+def gate_pyproject(tmp_path, monkeypatch) -> Path:
+    """Gate settings of the CLI tests' own (not the repo's, which a person may tune)."""
+    path = tmp_path / "pyproject.toml"
+    path.write_text("[tool.perfgate.gate]\nrepeats = 3\nmax_repeats = 6\nbaseline_sessions = 2\n")
+    monkeypatch.setenv("PERFGATE_PYPROJECT", str(path))
+    return path
+
+
+def test_cli_refresh_from_results_and_show(tmp_path, capsys, gate_pyproject):
+    from perfgate.gate import sensitivity
+    from perfgate.gate_settings import load_gate_settings
+
     results, bdir = tmp_path / "results", tmp_path / "baselines"
     results.mkdir()
     _save_run(results, run_phases(3, results_dir=results))
     assert main(["baselines", "--dir", str(bdir), "refresh", "--from", str(results)]) == 0
     out = capsys.readouterr().out
-    assert "new baseline" in out and (bdir / "cpu" / "cpu-tiny" / "cpu-closed.json").is_file()
+    path = bdir / "cpu" / "cpu-tiny" / "cpu-closed.json"
+    assert "new baseline" in out and "3 repeats in 2 server sessions" in out and path.is_file()
     assert main(["baselines", "--dir", str(bdir), "show", "cpu-tiny"]) == 0
     out = capsys.readouterr().out
-    assert "cpu/cpu-tiny/cpu-closed: 3 repeats" in out and "detectable regression" in out
-    assert "p99_e2el_ms" in out
+    assert "cpu/cpu-tiny/cpu-closed: 3 repeats" in out
+    assert "3 repeats in 2 server session(s); a run of 3 repeats, alpha 0.05" in out
+    header = next(line for line in out.splitlines() if line.split()[:1] == ["metric"])
+    assert header.split() == ["metric", "mean", "within", "session", "margin", "detectable", "A/A", "alarm"]
+    # The figures are the gate's own arithmetic for this baseline and a run of 3 repeats.
+    expected = {r.metric: r for r in sensitivity(load_baseline(path), load_gate_settings("cpu"), 3)}
+    e2e = expected["p99_e2el_ms"]
+    row = next(line.split() for line in out.splitlines() if line.split()[:1] == ["p99_e2el_ms"])
+    assert row[-3] == f"{e2e.margin * 100:+.0f}%" == "+5%"
+    assert row[-2] == f"{e2e.detectable * 100:+.1f}%" and row[-1] == f"{e2e.false_alarm * 100:.2f}%"
+    assert e2e.detectable > e2e.margin  # a 3-repeat run cannot resolve exactly the margin
+    assert "request_throughput" not in out  # report-only (a duplicate of output_throughput): not gated
+    # More repeats in the run resolve a smaller change.
+    assert main(["baselines", "--dir", str(bdir), "show", "cpu-tiny", "--repeats", "12"]) == 0
+    row12 = next(line.split() for line in capsys.readouterr().out.splitlines()
+                 if line.split()[:1] == ["p99_e2el_ms"])
+    assert float(row12[-2].rstrip("%")) < float(row[-2].rstrip("%"))
+
+
+def test_cli_refresh_merges_two_runs_of_separate_server_sessions(tmp_path, capsys, gate_pyproject):
+    """Attached servers (--vllm-url) cannot be restarted by perfgate: one run per server session, merged."""
+    run1, run2, bdir = tmp_path / "run1", tmp_path / "run2", tmp_path / "baselines"
+    run1.mkdir()
+    run2.mkdir()
+    _save_run(run1, run_phases(2, seed=1, results_dir=run1, sessions=1, session_prefix="attached-a"))
+    # The second run's requests are twice as slow: its records must be pooled into the CDF too (its records
+    # files are found relative to its own directory, not the first --from).
+    _save_run(run2, run_phases(2, seed=2, results_dir=run2, sessions=1, session_prefix="attached-b", t0=5000.0,
+                               scale=2.0))
+    path = bdir / "cpu" / "cpu-tiny" / "cpu-closed.json"
+    for single in (run1, run2):  # either alone is one server session: refused
+        assert main(["baselines", "--dir", str(bdir), "refresh", "--from", str(single), "--min-repeats", "2"]) == 1
+        out = capsys.readouterr().out
+        assert "refused cpu/cpu-tiny/cpu-closed" in out and "at least 2 server sessions" in out
+    assert not path.exists()
+    assert main(["baselines", "--dir", str(bdir), "refresh", "--from", str(run1), "--from", str(run2)]) == 0
+    out = capsys.readouterr().out
+    assert "new baseline (4 repeats in 2 server sessions" in out
+    b = load_baseline(path)
+    assert b.repeats == 4 and b.sessions == ["attached-a-0", "attached-b-0"] and b.session_of_repeat == [0, 0, 1, 1]
+    assert len(b.by_session("p99_e2el_ms")) == 2
+    q = b.latency_quantiles["e2el_ms"]
+    assert q[0] < 2200 < q[-1] <= 4400  # run1's requests (1.0-2.2 s) and run2's (2.0-4.4 s)
 
 
 def test_cli_refresh_refuses_a_run_whose_slos_failed(tmp_path, capsys):
     results, bdir = tmp_path / "results", tmp_path / "baselines"
-    results.mkdir()
     _save_run(results, run_phases(3), slo_failed=True)
     assert main(["baselines", "--dir", str(bdir), "refresh", "--from", str(results)]) == 1
     assert "refused cpu/cpu-tiny/cpu-closed" in capsys.readouterr().out
     assert not (bdir / "cpu").exists()
     assert main(["baselines", "--dir", str(bdir), "refresh", "--from", str(tmp_path / "nope")]) == 2
     assert "results directory not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("status", ["regressed", "inconclusive", "invalid"])
+def test_cli_refresh_refuses_a_run_whose_gate_did_not_pass(tmp_path, capsys, gate_pyproject, status):
+    good, bad, bdir = tmp_path / "good", tmp_path / "bad", tmp_path / "baselines"
+    _save_run(good, run_phases(2, seed=1, sessions=1, session_prefix="a"), gate_status="pass")
+    _save_run(bad, run_phases(2, seed=2, sessions=1, session_prefix="b", t0=5000.0), gate_status=status)
+    args = ["baselines", "--dir", str(bdir), "refresh", "--from", str(good), "--from", str(bad)]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "refused cpu/cpu-tiny/cpu-closed" in out
+    assert f"its baseline gate was {status.upper()} in {bad}" in out
+    assert not (bdir / "cpu").exists()
+    # The same runs with a passing gate merge (so the refusal above was the gate's status, nothing else).
+    _save_run(bad, run_phases(2, seed=2, sessions=1, session_prefix="b", t0=5000.0), gate_status="pass")
+    assert main(args) == 0 and load_baseline(bdir / "cpu" / "cpu-tiny" / "cpu-closed.json").repeats == 4

@@ -23,7 +23,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def fake_phase(results: Path, profile: str, repeat: int, rng: random.Random, *, slow: float = 1.0,
-               rate: float = 2.0, scenario: str = "cpu-poisson", timeline: bool = True) -> PhaseResult:
+               rate: float = 2.0, scenario: str = "cpu-poisson", timeline: bool = True,
+               session: str = "session-1") -> PhaseResult:
     """A CPU phase with a records file and a timeline in the formats the load engine and telemetry write."""
     t0 = 1_700_000_000.0 + 100 * repeat
     records, load = [], []
@@ -55,7 +56,8 @@ def fake_phase(results: Path, profile: str, repeat: int, rng: random.Random, *, 
                "offered_rate": rate, "achieved_rate_ratio": 0.99, "running_batch_mean": 2.0 * slow}
     return PhaseResult(profile, scenario, "cpu", metrics=metrics, repeat=repeat, started_at=t0,
                        unavailable={"nvml": "NVML Shared Library Not Found"},
-                       fingerprint={"gpu_model": "cpu", "vllm_version": "0.32.0"}, artifacts=artifacts)
+                       fingerprint={"gpu_model": "cpu", "vllm_version": "0.32.0"}, artifacts=artifacts,
+                       server_session=session)
 
 
 def test_check_results_dir_accepts_a_writable_dir(tmp_path):
@@ -79,8 +81,10 @@ def test_check_results_dir_fails_early_when_the_disk_is_full(tmp_path):
 def test_full_report_has_json_markdown_and_plots(tmp_path):
     rng = random.Random(0)
     results = check_results_dir(tmp_path / "results")
-    base_runs = [fake_phase(results, "cpu-tiny", r, rng) for r in range(3)]
+    # A baseline holds repeats of two server sessions (the server restarted between them).
+    base_runs = [fake_phase(results, "cpu-tiny", r, rng, session=f"base-{r // 2}") for r in range(4)]
     baseline = baseline_from_phases(base_runs, results_dir=results)
+    assert baseline.session_count == 2
     current = [fake_phase(results, "cpu-tiny", 10 + r, rng, slow=1.5) for r in range(3)]
     sweep = [fake_phase(results, "cpu-tiny", 20 + i, rng, rate=r, scenario="cpu-sweep", timeline=False,
                         slow=1 + (r / 4) ** 3) for i, r in enumerate((0.5, 1, 2, 3, 4))]
@@ -131,6 +135,62 @@ def test_summary_shows_one_slo_verdict_per_phase_key_with_the_rule_and_failing_r
     assert "/" not in passed.split("|")[5]  # per-repeat values only where a bound failed
     ok = render_summary(phases[:1], slo_verdicts=[slos.evaluate(phases[:1])])
     assert "**SLOs: PASS** (1 repeat judged)" in ok and "per repeat" not in ok
+
+
+def _gate_phase(repeat: int, session: str, *, tput: float, p99_e2el: float, ttft: float, p50_e2el: float,
+                batch: float) -> PhaseResult:
+    return PhaseResult("cpu-tiny", "cpu-closed", "cpu", repeat=repeat, started_at=float(repeat),
+                       server_session=session, fingerprint={"vllm_version": "0.32.0"}, metrics={
+                           "output_throughput": tput, "p99_e2el_ms": p99_e2el, "median_ttft_ms": ttft,
+                           "error_rate": 0.0, "p50_e2el_ms": p50_e2el, "running_batch_mean": batch})
+
+
+def test_summary_gate_section_states_the_rule_and_every_gated_verdict():
+    """A run that is clearly slower at P99 E2E, undecided on a noisy median TTFT and unchanged in throughput:
+    the summary names the rule, lists every gated metric with its verdict (worst first), and says that
+    report-only figures (a duplicate, an occupancy figure) are not gated even when they moved a lot."""
+    from perfgate.gate_settings import GateSettings
+    from perfgate.report.markdown import render_summary
+
+    base = [_gate_phase(r, f"base-{r // 3}", tput=t, p99_e2el=e, ttft=f, p50_e2el=1000 + 10 * r, batch=4.0)
+            for r, (t, e, f) in enumerate(zip((100, 101, 99, 100.5, 99.5, 100), (2000, 2010, 1990, 2005, 1995, 2000),
+                                              (100, 102, 98, 101, 99, 100)))]
+    baseline = baseline_from_phases(base)
+    current = [_gate_phase(10 + r, "current", tput=t, p99_e2el=e, ttft=f, p50_e2el=1500 + r, batch=8.0)
+               for r, (t, e, f) in enumerate(zip((100.2, 99.8, 100.1), (3000, 3010, 2990), (100, 150, 70)))]
+    gate = compare(current, baseline, GateSettings(gpu_class="cpu"))
+    verdicts = {r.metric: r.verdict for r in gate.rows}
+    assert verdicts == {"p99_e2el_ms": "regressed", "median_ttft_ms": "inconclusive", "output_throughput": "pass",
+                        "error_rate": "pass", "p50_e2el_ms": "reported", "running_batch_mean": "reported"}
+    md = render_summary(current, gate_verdicts=[gate], baselines={baseline.key: baseline})
+    lines = md.splitlines()
+
+    assert "| `cpu/cpu-tiny/cpu-closed` | 3 | yes | ⚪ no SLO set | ❌ REGRESSED: p99_e2el_ms |" in md
+    assert "**Baseline gate: REGRESSED** — worse by more than the minimum effect: p99_e2el_ms +50.0%" in md
+    rule = next(line for line in lines if line.startswith("Rule: each gated metric"))
+    for part in ("tested one-sided against its margin", "the minimum effect, or its absolute floor if larger",
+                 "noise from 2 baseline server session(s) and 3 repeat(s) of this run",
+                 "REGRESSED when worse by more than the margin at 95 % confidence (holm-corrected)",
+                 "PASS when shown within it", "else INCONCLUSIVE (more repeats, up to 6)"):
+        assert part in rule
+    assert "| verdict | metric | baseline | current | change | 95% bounds | margin | detectable | note |" in md
+    gated = [line.split(" | ")[:2] for line in lines if line.startswith(("| REGRESSED |", "| INCONCLUSIVE |",
+                                                                           "| PASS |", "| REPORTED |"))]
+    assert gated == [["| REGRESSED", "p99_e2el_ms"], ["| INCONCLUSIVE", "median_ttft_ms"], ["| PASS", "error_rate"],
+                     ["| PASS", "output_throughput"]]  # worst first; report-only rows are not in the table
+    regressed = next(line for line in lines if line.startswith("| REGRESSED |")).split(" | ")
+    assert regressed[2:5] == ["2,000 ms", "3,000 ms", "+50.0%"] and regressed[6] == "+5%"
+    moved = next(line for line in lines if line.startswith("Report-only figures"))
+    assert "not gated" in moved and "p50_e2el_ms +46.4%" in moved and "running_batch_mean +100.0%" in moved
+
+    # A smoke gate (the CPU path) lets an undecided run through and says it is a smoke test.
+    unchanged = [_gate_phase(10 + r, "current", tput=t, p99_e2el=e, ttft=f, p50_e2el=1000.0, batch=4.0)
+                 for r, (t, e, f) in enumerate(zip((100.2, 99.8, 100.1), (2000, 2010, 1990), (100, 150, 70)))]
+    smoke = compare(unchanged, baseline, GateSettings(gpu_class="cpu", smoke=True))
+    assert smoke.status == "inconclusive" and smoke.passed
+    md = render_summary(unchanged, gate_verdicts=[smoke])
+    assert "| ⚪ INCONCLUSIVE (smoke gate) |" in md and "**Baseline gate: INCONCLUSIVE** (smoke gate)" in md
+    assert "| INCONCLUSIVE | median_ttft_ms |" in md and "Report-only figures" not in md
 
 
 def test_report_without_records_or_timelines_writes_no_plots(tmp_path):
@@ -219,4 +279,5 @@ def test_write_run_report_from_a_session_redacts_the_api_key(tmp_path):
     assert run["slo"][0]["repeats"] == 2 and "each of the 2 repeats" in run["slo"][0]["rule"]
     for path in (files.run_json, files.summary_md):
         assert "sk-secret-123" not in path.read_text()
-    assert "***" in files.run_json.read_text() and "new" in files.summary_md.read_text()
+    md = files.summary_md.read_text()
+    assert "***" in files.run_json.read_text() and "⚪ NEW |" in md and "**Baseline gate: NEW** — no baseline" in md
