@@ -3,6 +3,11 @@
 This is the join of the data flow (scenario + target -> load engine -> records; telemetry -> samples;
 both -> PhaseResult). Raw records, the timeline and the phase JSON are written to the results directory
 as soon as they exist, so a failing or interrupted run still leaves its evidence behind.
+
+Each phase draws its prompts from ``PromptStream(scenario.seed, nonce, repeat)`` (recorded as
+``phase.prompt_stream``), so it sends prompts no earlier request on the server sent; the server's own
+prefix-cache counters then check that: a hit rate above what the scenario's shared prefix allows means the
+figures describe a warm cache, and the phase is invalid.
 """
 
 from __future__ import annotations
@@ -12,25 +17,69 @@ import time
 from pathlib import Path
 from typing import Any
 
+from perfgate.load.stream import PromptStream, new_nonce
 from perfgate.phase import PhaseResult, write_json_atomic
 from perfgate.scenario import Scenario
 from perfgate.target import Target
 from perfgate.telemetry.timeline import write_timeline
+
+# Prefix-cache hits (percentage points) allowed above what the scenario's shared prefix explains: the chat
+# template's shared opening tokens and block rounding stay well inside it; a re-sent prompt set does not.
+PREFIX_HIT_TOLERANCE_PCT = 5.0
 
 
 def phase_stem(profile: str, scenario: str, repeat: int) -> str:
     return f"{profile}__{scenario}__r{repeat}"
 
 
+def prefix_cache_verdict(hit_pct: float | None, *, expected_max_pct: float, shared_prefix_tokens: int,
+                         why_unread: str | None = None) -> tuple[str | None, str]:
+    """(the reason the phase is invalid, or None; a note for the phase) from its prefix-cache hit rate.
+
+    ``hit_pct``: the server's prefix-cache hits / queries over the window (None: not read, ``why_unread``
+    says why). ``expected_max_pct``: ``Scenario.expected_prefix_hit_pct()``, the most the declared sharing
+    allows; more than ``PREFIX_HIT_TOLERANCE_PCT`` above it means prompts were served from an earlier
+    request's cache.
+    """
+    declared = (f"the scenario declares at most {expected_max_pct:.1f} % "
+                f"(shared_prefix_tokens = {shared_prefix_tokens})")
+    if hit_pct is None:
+        return None, f"prefix-cache hit rate not checked ({why_unread or 'not measured'}); {declared}"
+    note = f"prefix cache: {hit_pct:.1f} % of prompt tokens hit; {declared}"
+    if hit_pct <= expected_max_pct + PREFIX_HIT_TOLERANCE_PCT:
+        return None, note
+    return (f"prefix cache served {hit_pct:.1f} % of prompt tokens, {declared}: these prompts were served from "
+            "an earlier request's cache, so the figures describe a warm cache, not this workload"), note
+
+
+def check_prefix_cache(phase: PhaseResult, scenario: Scenario, *, telemetry_ran: bool = True) -> None:
+    """Apply ``prefix_cache_verdict`` to a phase whose telemetry has been applied (invalidates, notes)."""
+    from perfgate.telemetry import unavailable_reason
+
+    why = unavailable_reason(phase.unavailable, "prefix_cache_hit_pct") if telemetry_ran else "telemetry did not run"
+    reason, note = prefix_cache_verdict(phase.metrics.get("prefix_cache_hit_pct"),
+                                        expected_max_pct=scenario.expected_prefix_hit_pct(),
+                                        shared_prefix_tokens=scenario.shared_prefix_tokens, why_unread=why)
+    phase.notes.append(note)
+    if reason is not None:
+        phase.valid = False
+        phase.invalid_reasons.append(reason)
+
+
 async def measure_phase(target: Target, scenario: Scenario, *, results_dir: Path, repeat: int = 0,
-                        nvml_interval_s: float = 0.1) -> PhaseResult:
+                        nvml_interval_s: float = 0.1, nonce: str | None = None) -> PhaseResult:
+    """One measured phase of ``scenario`` on ``target``: prompts from ``PromptStream(scenario.seed, nonce,
+    repeat)`` (``nonce`` None: a fresh one), telemetry around the window, the prefix-cache check."""
     from perfgate.load.engine import run_load
     from perfgate.load.request import RequestRecord
     from perfgate.telemetry import Telemetry
 
+    stream = PromptStream(scenario.seed, nonce or new_nonce(), repeat)
     stem = phase_stem(target.profile, scenario.name, repeat)
     phase = PhaseResult(profile=target.profile, scenario=scenario.name, gpu_class=target.gpu_class,
-                        fingerprint=dict(target.fingerprint), started_at=time.time(), repeat=repeat)
+                        fingerprint=dict(target.fingerprint), started_at=time.time(), repeat=repeat,
+                        server_session=target.server_session,
+                        prompt_stream=stream.as_dict())
     phase.notes.append(f"workload: {scenario.workload()}")
     telemetry = Telemetry(target.server.metrics_url, pids_provider=target.server.pids, gpu_class=target.gpu_class,
                           model_dir=target.model_dir, api_key=target.api_key, nvml_interval_s=nvml_interval_s)
@@ -46,7 +95,7 @@ async def measure_phase(target: Target, scenario: Scenario, *, results_dir: Path
     try:
         load = await run_load(target.base_url, scenario, model=target.served_model_name,
                               tokenizer=target.tokenizer_object(), api_key=target.api_key,
-                              window_started=window_started, sink=sink)
+                              window_started=window_started, sink=sink, prompt_stream=stream)
     finally:
         events = load_events(load) if load is not None else []
         tel = await telemetry.stop(events) if started else None
@@ -67,6 +116,7 @@ async def measure_phase(target: Target, scenario: Scenario, *, results_dir: Path
             timeline_path = results_dir / "timelines" / f"{stem}.json"
             write_timeline(timeline_path, tel.timeline(events))
             phase.artifacts["timeline"] = str(timeline_path.relative_to(results_dir))
+        check_prefix_cache(phase, scenario, telemetry_ran=tel is not None)
         write_json_atomic(results_dir / "phases" / f"{stem}.json", phase.to_dict())
     return phase
 
@@ -97,8 +147,9 @@ def _as_dict(record: Any) -> dict[str, Any]:
 
 async def measure_locust_phase(target: Target, scenario: Scenario, *, results_dir: Path, ramp: str,
                                repeat: int = 0, processes: int | None = None,
-                               nvml_interval_s: float = 0.1) -> PhaseResult:
-    """A Locust ramp (user-style load, in a child process) measured like any phase: same keys, telemetry."""
+                               nvml_interval_s: float = 0.1, nonce: str | None = None) -> PhaseResult:
+    """A Locust ramp (user-style load, in a child process) measured like any phase: same keys, telemetry,
+    prompts from ``PromptStream(scenario.seed, nonce, repeat)`` (``nonce`` None: a fresh one)."""
     import asyncio
 
     from perfgate.load.engine import warm_up
@@ -106,22 +157,27 @@ async def measure_locust_phase(target: Target, scenario: Scenario, *, results_di
     from perfgate.telemetry import Telemetry
 
     name = f"{scenario.name}-locust"
+    stream = PromptStream(scenario.seed, nonce or new_nonce(), repeat)
     stem = phase_stem(target.profile, name, repeat)
     phase = PhaseResult(profile=target.profile, scenario=name, gpu_class=target.gpu_class,
-                        fingerprint=dict(target.fingerprint), started_at=time.time(), repeat=repeat)
+                        fingerprint=dict(target.fingerprint), started_at=time.time(), repeat=repeat,
+                        server_session=target.server_session,
+                        prompt_stream=stream.as_dict())
     phase.notes.append(f"workload: {scenario.workload()}, driven by Locust users, ramp {ramp}")
     telemetry = Telemetry(target.server.metrics_url, pids_provider=target.server.pids, gpu_class=target.gpu_class,
                           model_dir=target.model_dir, api_key=target.api_key, nvml_interval_s=nvml_interval_s)
     # A fresh server compiles on its first batches: warm it like the engine does, outside the window.
     warm = await warm_up(target.base_url, scenario, model=target.served_model_name,
-                         tokenizer=target.tokenizer_object(), api_key=target.api_key)
+                         tokenizer=target.tokenizer_object(), api_key=target.api_key, prompt_stream=stream,
+                         stream_name="locust-warmup")
     phase.notes.append(f"warm-up: {len(warm)} requests through the async engine before Locust started")
     await telemetry.start()
     result = None
     try:
         result = await asyncio.to_thread(
             run_locust, target.base_url, scenario, model=target.served_model_name, tokenizer=target.tokenizer,
-            results_dir=results_dir / "locust" / stem, ramp=ramp, processes=processes, api_key=target.api_key)
+            results_dir=results_dir / "locust" / stem, ramp=ramp, processes=processes, api_key=target.api_key,
+            prompt_stream=stream)
     finally:
         tel = await telemetry.stop()
         if result is not None:
@@ -136,6 +192,7 @@ async def measure_locust_phase(target: Target, scenario: Scenario, *, results_di
             phase.valid = False
             phase.invalid_reasons.append("Locust did not complete (see the test's error)")
         tel.apply_to(phase)
+        check_prefix_cache(phase, scenario)
         timeline_path = results_dir / "timelines" / f"{stem}.json"
         write_timeline(timeline_path, tel.timeline([]))
         phase.artifacts["timeline"] = str(timeline_path.relative_to(results_dir))

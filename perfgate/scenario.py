@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from perfgate._errors import ConfigError
 from perfgate._toml import data_dir, named_file, names_in, read_toml, validate
@@ -36,6 +36,14 @@ class Fixed(_Strict):
     def max(self) -> int:
         return self.value
 
+    @property
+    def min(self) -> int:
+        return self.value
+
+    @property
+    def mean(self) -> float:
+        return float(self.value)
+
 
 class Uniform(_Strict):
     """Lengths drawn uniformly from ``min``..``max`` (both inclusive)."""
@@ -53,6 +61,10 @@ class Uniform(_Strict):
     def sample(self, rng: random.Random) -> int:
         return rng.randint(self.min, self.max)
 
+    @property
+    def mean(self) -> float:
+        return (self.min + self.max) / 2
+
 
 class Choice(_Strict):
     """Lengths drawn (with replacement) from a shipped list, e.g. lengths measured from a real trace."""
@@ -66,6 +78,14 @@ class Choice(_Strict):
     @property
     def max(self) -> int:
         return max(self.values)
+
+    @property
+    def min(self) -> int:
+        return min(self.values)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)
 
 
 Lengths = Annotated[Fixed | Uniform | Choice, Field(discriminator="kind")]
@@ -144,6 +164,10 @@ class Scenario(_Strict):
     description: str = Field(min_length=1)
     endpoint: Endpoint = "/v1/completions"
     prompt_tokens: Lengths
+    # Like `vllm bench serve --random-prefix-len`: every request of a phase opens with the same prefix of this
+    # many tokens (chat: a system message), counted in prompt_tokens. Drawn per phase, so it is shared
+    # within a phase only; the phase checks the server's prefix-cache hit rate against it.
+    shared_prefix_tokens: int = Field(0, ge=0)
     output_tokens: Lengths
     ignore_eos: bool = True
     sampling: Sampling = Sampling()
@@ -156,6 +180,17 @@ class Scenario(_Strict):
     request_timeout_s: float = Field(600.0, gt=0)
     seed: int = 0
 
+    @field_validator("shared_prefix_tokens")
+    @classmethod
+    def _prefix_shorter_than_prompts(cls, value: int, info: ValidationInfo) -> int:
+        lengths = info.data.get("prompt_tokens")
+        if value and lengths is not None and value >= lengths.min:
+            raise ValueError(f"shared_prefix_tokens ({value}) must be smaller than the shortest prompt "
+                             f"(prompt_tokens {_describe(lengths)}, shortest {lengths.min}): the prefix is part "
+                             f"of the prompt; set shared_prefix_tokens below {lengths.min} or lengthen "
+                             "prompt_tokens")
+        return value
+
     @model_validator(mode="after")
     def _length_or_count(self) -> Scenario:
         if self.num_requests is None and self.duration_s is None:
@@ -166,13 +201,23 @@ class Scenario(_Strict):
     def max_total_tokens(self) -> int:
         return self.prompt_tokens.max + self.output_tokens.max
 
+    def expected_prefix_hit_pct(self) -> float:
+        """The most prefix-cache hits (% of prompt tokens) the declared sharing allows: 0 unless a prefix is
+        shared; else shared_prefix_tokens / mean prompt length (the chat template's few tokens and block
+        rounding are inside the tolerance the phase check allows)."""
+        if not self.shared_prefix_tokens:
+            return 0.0
+        return 100.0 * self.shared_prefix_tokens / self.prompt_tokens.mean
+
     def workload(self) -> str:
         """One line naming the workload exactly, for report headers."""
         load = (f"closed loop, concurrency {self.load.concurrency}" if isinstance(self.load, ClosedLoop)
                 else f"open loop {self.load.arrival} {self.load.rate:g} req/s"
                      + (f" burstiness {self.load.burstiness:g}" if self.load.arrival == "gamma" else ""))
         count = f"{self.num_requests} requests" if self.num_requests else f"{self.duration_s:g} s"
-        return (f"{self.endpoint}, prompt {_describe(self.prompt_tokens)} tok, output "
+        prefix = (f" (first {self.shared_prefix_tokens} shared within a phase)" if self.shared_prefix_tokens
+                  else "")
+        return (f"{self.endpoint}, prompt {_describe(self.prompt_tokens)} tok{prefix}, output "
                 f"{_describe(self.output_tokens)} tok{' (ignore_eos)' if self.ignore_eos else ''}, {load}, {count}")
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perfgate.load.stream import new_nonce
 from perfgate.phase import PhaseResult, write_json_atomic
 
 
@@ -36,6 +37,9 @@ class PerfgateSession:
     gpu_memory: str | None = None
     allow_incomparable: bool = False
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6])
+    # Seeds every phase's prompts with the repeat index (perfgate.load.stream): this run's prompts differ from
+    # every earlier run's; the same nonce rebuilds them.
+    prompt_nonce: str = field(default_factory=new_nonce)
     servers: list[ServerRecord] = field(default_factory=list)
     phases: list[PhaseResult] = field(default_factory=list)
     # verdict rows per phase key, written into the report: {"slo": SloVerdict, "gate": GateVerdict, ...}
@@ -62,6 +66,7 @@ class PerfgateSession:
             "started_at": self.started_at,
             "finished_at": time.time(),
             "cwd": os.getcwd(),
+            "prompt_nonce": self.prompt_nonce,
             "servers": [vars(s) for s in self.servers],
             "phases": [f"phases/{p.profile}__{p.scenario}__r{p.repeat}.json" for p in self.phases],
         })

@@ -26,6 +26,7 @@ from perfgate.load.locust_runner import (
     worker_records_path,
 )
 from perfgate.load.request import RequestRecord
+from perfgate.load.stream import PromptStream
 from perfgate.scenario import ClosedLoop, Fixed, Scenario, Warmup
 
 
@@ -120,9 +121,13 @@ def _max_in_flight(records: list[RequestRecord], until: float) -> int:
 def test_locust_ramp_streams_and_records_what_the_server_did(vllm, tmp_path: Path) -> None:
     scenario = _scenario()
     result = run_locust(vllm.base_url, scenario, model="tiny", tokenizer="synthetic:tiny",
-                        ramp="2:2:8,4:2:12", warmup_s=4, results_dir=tmp_path)
+                        ramp="2:2:8,4:2:12", warmup_s=4, results_dir=tmp_path,
+                        prompt_stream=PromptStream(0, "10c05700", 2))
     _assert_locust_not_imported()
     assert result.returncode == 0, result.log_tail()
+    # The run's prompt stream reached the users (they log it when they prepare their requests).
+    assert result.prompt_stream == {"seed": 0, "nonce": "10c05700", "repeat": 2}
+    assert "'nonce': '10c05700', 'repeat': 2" in result.log.read_text(), result.log_tail()
     records = result.records
     assert records and result.warmup_records, result.log_tail()
     assert all(r.error is None for r in records), [r.error_detail for r in records if r.error][:3]

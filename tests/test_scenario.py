@@ -128,3 +128,14 @@ def test_flags_map_like_vllm_bench_serve() -> None:
     assert closed.load == ClosedLoop(concurrency=4)
     bursty = scenario_from_flags(input_len=128, output_len=64, num_prompts=10, request_rate=5.0, burstiness=0.5)
     assert isinstance(bursty.load, OpenLoop) and bursty.load.arrival == "gamma"
+
+
+def test_shipped_shared_prefix_scenario_declares_its_cache_share() -> None:
+    sc = load_scenario("chat-system-prompt", REPO / "scenarios")
+    assert sc.shared_prefix_tokens == 1024 < sc.prompt_tokens.min
+    assert sc.expected_prefix_hit_pct() == pytest.approx(100 * 1024 / 1664)
+    assert "first 1024 shared within a phase" in sc.workload()
+    # Every other shipped scenario shares nothing: any prefix-cache hit there is a re-sent prompt.
+    for name in available_scenarios(REPO / "scenarios"):
+        if name != "chat-system-prompt":
+            assert load_scenario(name, REPO / "scenarios").expected_prefix_hit_pct() == 0.0

@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ignore-eos", action="store_true")
     p.add_argument("--temperature", type=float, default=None, help="default: the server's own")
+    p.add_argument("--prompt-nonce", default=None, metavar="NONCE",
+                   help="seed the prompts with this nonce to re-send an earlier run's exact prompts (its result "
+                        "file has it); default: a fresh one, printed and saved, so prompts are new to the server")
     p.add_argument("--num-warmups", type=int, default=0,
                    help="warm-up requests per batch, repeated until median TTFT settles (scenario runs use "
                         "the scenario's [warmup])")
@@ -69,6 +72,12 @@ def run(args: argparse.Namespace) -> int:
             request_rate=args.request_rate, burstiness=args.burstiness, max_concurrency=args.max_concurrency,
             seed=args.seed, ignore_eos=args.ignore_eos, endpoint=args.endpoint,
             warmup_requests=args.num_warmups, temperature=args.temperature)
+    from perfgate.load.stream import PromptStream, new_nonce
+
+    if args.prompt_nonce is not None and not args.prompt_nonce.strip():
+        raise ConfigError("--prompt-nonce is empty", fix="pass the nonce an earlier run printed, or leave it out")
+    stream = PromptStream(scenario.seed, args.prompt_nonce or new_nonce(), 0)
+    print(f"prompt nonce: {stream.nonce} (rerun with --prompt-nonce {stream.nonce} to send the same prompts)")
     api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
     try:
         import uvloop  # the client's own overhead is part of what it measures: use the faster loop
@@ -76,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    result, model = runner(_bench(args, scenario, api_key, goodput))
+    result, model = runner(_bench(args, scenario, api_key, goodput, stream))
 
     from perfgate.metrics import format_table
 
@@ -87,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     payload: dict[str, Any] = {
         "date": time.strftime("%Y%m%d-%H%M%S"), "backend": "perfgate", "base_url": args.base_url,
         "model_id": model, "scenario": scenario.name, "workload": scenario.workload(),
+        "prompt_nonce": stream.nonce, "prompt_stream": stream.as_dict(),
         "num_prompts": len(result.records), "valid": result.valid, "invalid_reasons": result.invalid_reasons,
         "window_start": result.window_start, "window_end": result.window_end, **result.metrics}
     if args.result_file:
@@ -125,7 +135,7 @@ def _parse_goodput(items: list[str] | None) -> dict[str, float] | None:
 
 
 async def _bench(args: argparse.Namespace, scenario: Any, api_key: str | None,
-                 goodput: dict[str, float] | None) -> tuple[Any, str]:
+                 goodput: dict[str, float] | None, stream: Any) -> tuple[Any, str]:
     import httpx
 
     from perfgate.load import run_load
@@ -158,5 +168,5 @@ async def _bench(args: argparse.Namespace, scenario: Any, api_key: str | None,
         root = next((m.get("root") for m in served if m.get("id") == model), None)
         tokenizer = root if root and Path(root).is_dir() else model
     result = await run_load(base, scenario, model=model, tokenizer=tokenizer, api_key=api_key,
-                            goodput_slos_ms=goodput, transport=args.transport)
+                            goodput_slos_ms=goodput, transport=args.transport, prompt_stream=stream)
     return result, model

@@ -5,13 +5,17 @@ request *i* goes out at its scheduled time (gamma gaps, Poisson when burstiness 
 ``vllm bench serve`` so N requests span N/rate seconds) whether or not earlier ones finished. The client
 checks itself: send lag (sent - scheduled), achieved vs offered rate and its own CPU; when it fell behind,
 the result is marked invalid with the reason rather than passing with numbers that describe the client.
+
+Prompts come from a ``PromptStream`` (scenario seed, run nonce, repeat index): the measured window, every
+warm-up batch and every sweep point draw from their own named part of it, so none re-sends prompts an
+earlier request on the server sent (vLLM's prefix cache would serve them), and the same stream rebuilds
+the same prompts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import random
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -23,6 +27,7 @@ import numpy as np
 
 from perfgate.load.prompts import PromptBuilder, load_tokenizer
 from perfgate.load.request import RequestRecord, RequestSpec, send_request
+from perfgate.load.stream import PromptStream, new_nonce
 from perfgate.metrics import compute_metrics, mismatch_summary
 from perfgate.scenario import ClosedLoop, OpenLoop, Scenario
 
@@ -44,6 +49,8 @@ class LoadResult:
     # time.time() - time.perf_counter(): turns the records' perf_counter stamps into unix times.
     clock_offset: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # PromptStream.as_dict() of the prompts sent: enough to rebuild them.
+    prompt_stream: dict[str, Any] = field(default_factory=dict)
 
     def wall(self, perf_t: float) -> float:
         return perf_t + self.clock_offset
@@ -79,13 +86,26 @@ def arrival_offsets(n: int, rate: float, burstiness: float, seed: int) -> list[f
     return offsets.tolist()
 
 
-def request_specs(scenario: Scenario, builder: PromptBuilder, model: str, stream: str,
-                  count: int | None = None) -> Iterator[RequestSpec]:
-    """Deterministic requests of the scenario (``stream`` separates warm-up from measured prompts)."""
-    rng = random.Random(f"{scenario.seed}:{stream}")
+def request_specs(scenario: Scenario, builder: PromptBuilder, model: str, stream: PromptStream,
+                  name: str = "measure", count: int | None = None, *,
+                  prefix_name: str | None = None) -> Iterator[RequestSpec]:
+    """The scenario's requests, drawn from the part ``name`` of ``stream`` ("measure", "warmup0", ...).
+
+    The same stream and name give byte-identical requests; another repeat, nonce, scenario or name gives
+    other prompts from their first token. A scenario's ``shared_prefix_tokens`` open every request with one
+    prefix, drawn from ``prefix_name`` (default: ``name``): shared within a phase, never across phases.
+    """
+    if not isinstance(stream, PromptStream):
+        raise TypeError(f"request_specs needs a PromptStream, not {type(stream).__name__} "
+                        "(PromptStream(scenario.seed, new_nonce(), repeat))")
+    rng = stream.rng(f"{scenario.name}:{name}")
+    prefix = ""
+    if scenario.shared_prefix_tokens:
+        prefix = builder.prefix_text(scenario.shared_prefix_tokens,
+                                     stream.rng(f"{scenario.name}:{prefix_name or name}:prefix"))
     sampling = scenario.sampling.body()
     for i in itertools.count() if count is None else range(count):
-        prompt = builder.build(scenario.prompt_tokens.sample(rng), rng)
+        prompt = builder.build(scenario.prompt_tokens.sample(rng), rng, prefix)
         yield RequestSpec.build(i, model=model, path=scenario.endpoint, prompt_tokens=prompt.tokens,
                                 max_tokens=scenario.output_tokens.sample(rng), text=prompt.text,
                                 messages=prompt.messages, ignore_eos=scenario.ignore_eos, sampling=sampling)
@@ -142,7 +162,8 @@ async def run_load(base_url: str, scenario: Scenario, *, model: str, tokenizer: 
                    api_key: str | None = None, client: Any = None, transport: str = "fast",
                    goodput_slos_ms: dict[str, float] | None = None, warmup: bool = True,
                    window_started: Hook | None = None, window_ended: Hook | None = None,
-                   sink: list[RequestRecord] | None = None) -> LoadResult:
+                   sink: list[RequestRecord] | None = None, prompt_stream: PromptStream | None = None,
+                   stream_name: str = "measure") -> LoadResult:
     """Warm up, then drive ``scenario`` against ``base_url`` and measure one window.
 
     ``tokenizer``: the served model's tokenizer (object, directory, or ``synthetic:<name>``).
@@ -150,7 +171,10 @@ async def run_load(base_url: str, scenario: Scenario, *, model: str, tokenizer: 
     ``window_started``/``window_ended`` are awaited right around the measured window (telemetry start and
     stop there; ``window_ended`` runs even when the load is cancelled). ``sink`` receives records as they
     complete, so a caller keeps partial results when the run is interrupted.
+    ``prompt_stream``: where the prompts are drawn from (None: ``PromptStream(scenario.seed, new_nonce(), 0)``,
+    prompts no earlier run sent); the measured window draws from its part ``stream_name``.
     """
+    stream = prompt_stream or PromptStream(scenario.seed, new_nonce(), 0)
     if isinstance(tokenizer, str):
         tokenizer = load_tokenizer(tokenizer)
     builder = PromptBuilder(tokenizer, chat=scenario.endpoint.endswith("chat/completions"))
@@ -165,16 +189,16 @@ async def run_load(base_url: str, scenario: Scenario, *, model: str, tokenizer: 
     notes: list[str] = []
     records: list[RequestRecord] = sink if sink is not None else []
     try:
-        warm = await _warm_up(client, scenario, builder, model, events, notes) if warmup else []
+        warm = await _warm_up(client, scenario, builder, model, stream, events, notes) if warmup else []
 
         # Build every measured request before the window opens: prompt building is not load.
         if isinstance(load, OpenLoop):
             n = scenario.num_requests or max(1, round(load.rate * (scenario.duration_s or 0)))
-            specs: Iterable[RequestSpec] = list(request_specs(scenario, builder, model, "measure", n))
+            specs: Iterable[RequestSpec] = list(request_specs(scenario, builder, model, stream, stream_name, n))
             offsets = arrival_offsets(n, load.rate, load.burstiness, scenario.seed)
         else:
             n = scenario.num_requests or load.concurrency * 8
-            lazy = request_specs(scenario, builder, model, "measure")
+            lazy = request_specs(scenario, builder, model, stream, stream_name)
             specs = list(itertools.islice(lazy, n)) if scenario.num_requests else itertools.chain(
                 list(itertools.islice(lazy, n)), lazy)
 
@@ -234,12 +258,16 @@ async def run_load(base_url: str, scenario: Scenario, *, model: str, tokenizer: 
     return LoadResult(scenario=scenario.name, workload=scenario.workload(), records=list(records),
                       warmup_records=warm, metrics=metrics, valid=not reasons, invalid_reasons=reasons,
                       window_start=window_start, window_end=window_end, events=events,
-                      clock_offset=clock_offset, notes=notes)
+                      clock_offset=clock_offset, notes=notes, prompt_stream=stream.as_dict())
 
 
-async def _warm_up(client: Any, scenario: Scenario, builder: PromptBuilder, model: str,
-                   events: list[dict[str, Any]], notes: list[str]) -> list[RequestRecord]:
-    """Batches of warm-up requests until the median TTFT settles (the CPU build compiles on first use)."""
+async def _warm_up(client: Any, scenario: Scenario, builder: PromptBuilder, model: str, stream: PromptStream,
+                   events: list[dict[str, Any]], notes: list[str], label: str = "warmup") -> list[RequestRecord]:
+    """Batches of warm-up requests until the median TTFT settles (the CPU build compiles on first use).
+
+    Batch *b* draws from the stream's part ``f"{label}{b}"``: fresh prompts, so each batch does the work a
+    measured request does instead of being served from the previous batch's prefix cache.
+    """
     w, load = scenario.warmup, scenario.load
     if w.requests == 0:
         return []
@@ -249,7 +277,7 @@ async def _warm_up(client: Any, scenario: Scenario, builder: PromptBuilder, mode
     previous: float | None = None
     for batch in range(w.max_batches):
         batch_records: list[RequestRecord] = []
-        specs = request_specs(scenario, builder, model, f"warmup{batch}", w.requests)
+        specs = request_specs(scenario, builder, model, stream, f"{label}{batch}", w.requests)
         await closed_loop(client, specs, concurrency, sink=batch_records, phase="warmup",
                           timeout_s=scenario.request_timeout_s)
         done += batch_records
@@ -310,13 +338,15 @@ def check_bounds(metrics: dict[str, float], bounds: dict[str, float]) -> list[st
 async def run_sweep(base_url: str, scenario: Scenario, *, model: str, tokenizer: Any, bounds: dict[str, float],
                     rates: list[float] | None = None, start_rate: float = 1.0, growth: float = 2.0,
                     max_rate: float = 1000.0, refine_steps: int = 3, api_key: str | None = None,
-                    max_error_rate: float = 0.0, transport: str = "fast") -> SweepResult:
+                    max_error_rate: float = 0.0, transport: str = "fast",
+                    prompt_stream: PromptStream | None = None) -> SweepResult:
     """Find the highest open-loop rate at which every bound in ``bounds`` holds.
 
     Rates climb (``rates`` in order, else ``start_rate`` x ``growth`` up to ``max_rate``) until one fails,
     then ``refine_steps`` bisections between the last pass and the first failure. Warm-up runs once,
     before the first point. A point the client could not keep (invalid) ends the sweep: above it, the
-    figures would describe the client, so the result says the limit is the client's.
+    figures would describe the client, so the result says the limit is the client's. Point *k* draws its
+    prompts from the part ``f"sweep{k}"`` of ``prompt_stream`` (default: a fresh one), so points share none.
     """
     if not isinstance(scenario.load, OpenLoop):
         from perfgate._errors import ConfigError
@@ -325,6 +355,7 @@ async def run_sweep(base_url: str, scenario: Scenario, *, model: str, tokenizer:
                           fix="use an open-loop scenario ([load] kind = \"open\")")
     if isinstance(tokenizer, str):
         tokenizer = load_tokenizer(tokenizer)
+    stream = prompt_stream or PromptStream(scenario.seed, new_nonce(), 0)
     bounds = {**bounds, "error_rate": max_error_rate}
     points: list[SweepPoint] = []
     result = SweepResult(None, points)
@@ -333,7 +364,8 @@ async def run_sweep(base_url: str, scenario: Scenario, *, model: str, tokenizer:
         load = scenario.load.model_copy(update={"rate": rate})
         point_scenario = scenario.model_copy(update={"load": load})
         res = await run_load(base_url, point_scenario, model=model, tokenizer=tokenizer, api_key=api_key,
-                             client=client, warmup=not points)
+                             client=client, warmup=not points, prompt_stream=stream,
+                             stream_name=f"sweep{len(points)}")
         failures = check_bounds(res.metrics, bounds)
         point = SweepPoint(rate, res, res.valid and not failures, failures + res.invalid_reasons)
         points.append(point)
@@ -378,14 +410,17 @@ async def run_sweep(base_url: str, scenario: Scenario, *, model: str, tokenizer:
 
 
 async def warm_up(base_url: str, scenario: Scenario, *, model: str, tokenizer: Any,
-                  api_key: str | None = None) -> list[RequestRecord]:
+                  api_key: str | None = None, prompt_stream: PromptStream | None = None,
+                  stream_name: str = "warmup") -> list[RequestRecord]:
     """Only the scenario's warm-up phase (until the median TTFT settles), for drivers other than this
-    engine: Locust measures from its first request, and a fresh server compiles on its first batches."""
+    engine: Locust measures from its first request, and a fresh server compiles on its first batches.
+    Batch *b* draws from the part ``f"{stream_name}{b}"`` of ``prompt_stream`` (default: a fresh one)."""
+    stream = prompt_stream or PromptStream(scenario.seed, new_nonce(), 0)
     if isinstance(tokenizer, str):
         tokenizer = load_tokenizer(tokenizer)
     builder = PromptBuilder(tokenizer, chat=scenario.endpoint.endswith("chat/completions"))
     client = make_client(base_url, api_key=api_key, timeout_s=scenario.request_timeout_s)
     try:
-        return await _warm_up(client, scenario, builder, model, [], [])
+        return await _warm_up(client, scenario, builder, model, stream, [], [], label=stream_name)
     finally:
         await client.aclose()

@@ -9,6 +9,9 @@ Locust's own percentiles are bucketed (response times rounded to 2 significant d
 never read its CSV: every LLM user writes one JSON line per request (the fields of ``RequestRecord``) to the
 file named by ``$PERFGATE_LOCUST_RECORDS`` (each ``--processes`` worker to its own ``<stem>.worker-<pid>``
 file next to it), and ``perfgate.metrics`` computes ``vllm bench serve``'s metrics from them.
+
+The prompts come from the run's ``PromptStream``: its nonce and repeat travel as ``--perfgate-prompt-nonce``
+and ``--perfgate-prompt-repeat`` (the seed is the scenario's), and every worker draws its own part of it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 
 from perfgate._errors import ConfigError, PerfgateError
 from perfgate.load.request import RequestRecord
+from perfgate.load.stream import PromptStream, new_nonce
 from perfgate.scenario import ClosedLoop, OpenLoop, Scenario, load_scenario
 
 RECORDS_ENV = "PERFGATE_LOCUST_RECORDS"  # where the users write their records (a .jsonl path)
@@ -145,6 +149,7 @@ class LocustResult:
     wall_s: float
     cpu_s: float  # CPU time of the whole Locust process tree (start-up and tokenizer load included)
     invalid_reasons: list[str] = field(default_factory=list)
+    prompt_stream: dict[str, object] = field(default_factory=dict)  # PromptStream.as_dict() of its prompts
 
     @property
     def valid(self) -> bool:
@@ -167,13 +172,16 @@ def default_locustfile() -> Path:
 def locust_command(base_url: str, scenario_file: Path, *, model: str, tokenizer: str, results_dir: Path,
                    users: int, spawn_rate: float, run_time_s: float | None, ramp: str | None,
                    processes: int | None, warmup_s: float, stop_timeout_s: float, locustfile: Path,
-                   python: str = sys.executable, extra_args: tuple[str, ...] = ()) -> list[str]:
+                   python: str = sys.executable, extra_args: tuple[str, ...] = (),
+                   prompt_stream: PromptStream | None = None) -> list[str]:
     argv = [python, "-m", "locust", "-f", str(locustfile), "--headless", "--host", base_url,
             "--csv", str(results_dir / "locust"), "--html", str(results_dir / "locust_report.html"),
             "--only-summary", "--stop-timeout", f"{stop_timeout_s:g}",
             "--exit-code-on-error", str(FAILED_REQUESTS_RC),
             "--perfgate-scenario", str(scenario_file), "--perfgate-model", model,
             "--perfgate-tokenizer", tokenizer, "--perfgate-warmup-s", f"{warmup_s:g}"]
+    if prompt_stream is not None:
+        argv += ["--perfgate-prompt-nonce", prompt_stream.nonce, "--perfgate-prompt-repeat", str(prompt_stream.repeat)]
     if ramp:
         argv += ["--perfgate-ramp", ramp]  # the shape sets users and the end; -u/-r/-t would be ignored
     else:
@@ -188,7 +196,8 @@ def run_locust(base_url: str, scenario: Scenario | str, *, model: str, tokenizer
                ramp: str | None = None, processes: int | None = None, api_key: str | None = None,
                warmup_s: float = 0.0, stop_timeout_s: float = 30.0, timeout_s: float | None = None,
                goodput_slos_ms: dict[str, float] | None = None, locustfile: Path | None = None,
-               extra_args: tuple[str, ...] = (), launcher: tuple[str, ...] = ()) -> LocustResult:
+               extra_args: tuple[str, ...] = (), launcher: tuple[str, ...] = (),
+               prompt_stream: PromptStream | None = None) -> LocustResult:
     """Run perfgate's Locust LLM user headless in a child process and measure from its raw records.
 
     ``users`` defaults to the scenario's concurrency, ``spawn_rate`` to ``users`` (all within a second),
@@ -197,6 +206,8 @@ def run_locust(base_url: str, scenario: Scenario | str, *, model: str, tokenizer
     gets ``timeout_s`` (default: run time + stop timeout + 180 s of start-up); past it, or on Ctrl-C, its
     whole process group is ended. Raises LocustRunError when Locust fails to start or crashes.
     ``extra_args`` go to Locust as they are; ``launcher`` prefixes the command (``("taskset", "-c", "1")``).
+    ``prompt_stream``: where the users' prompts come from (default: a fresh nonce, repeat 0); its seed
+    replaces the scenario's in the scenario file the users read.
     """
     from perfgate.metrics import compute_metrics, mismatch_summary
 
@@ -221,6 +232,9 @@ def run_locust(base_url: str, scenario: Scenario | str, *, model: str, tokenizer
     if timeout_s is None:
         timeout_s = run_time_s + stop_timeout_s + 180.0
 
+    stream = prompt_stream or PromptStream(scenario.seed, new_nonce(), 0)
+    if stream.seed != scenario.seed:
+        scenario = scenario.model_copy(update={"seed": stream.seed})
     # The resolved scenario travels as JSON: the exact workload is kept with the results.
     scenario_file = results_dir / "locust_scenario.json"
     scenario_file.write_text(scenario.model_dump_json(indent=2), encoding="utf-8")
@@ -231,7 +245,8 @@ def run_locust(base_url: str, scenario: Scenario | str, *, model: str, tokenizer
     command = locust_command(base_url, scenario_file, model=model, tokenizer=tokenizer, results_dir=results_dir,
                              users=users, spawn_rate=spawn_rate or users, run_time_s=run_time_s, ramp=ramp,
                              processes=processes, warmup_s=warmup_s, stop_timeout_s=stop_timeout_s,
-                             locustfile=(locustfile or default_locustfile()).resolve(), extra_args=extra_args)
+                             locustfile=(locustfile or default_locustfile()).resolve(), extra_args=extra_args,
+                             prompt_stream=stream)
     command = [*launcher, *command]
     env = {**os.environ, RECORDS_ENV: str(records_path), "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
@@ -278,7 +293,8 @@ def run_locust(base_url: str, scenario: Scenario | str, *, model: str, tokenizer
     result = LocustResult(records=measured, warmup_records=warm, metrics=metrics,
                           stats_csv={k: p for k, p in csvs.items() if p.is_file()}, returncode=returncode,
                           log=log_path, command=command, wall_s=wall_s, cpu_s=cpu_s,
-                          invalid_reasons=_invalid_reasons(scenario, metrics, measured, mismatch_summary))
+                          invalid_reasons=_invalid_reasons(scenario, metrics, measured, mismatch_summary),
+                          prompt_stream=stream.as_dict())
     if timed_out:
         raise LocustRunError(f"Locust ran past its {timeout_s:g} s limit and was stopped "
                              f"({len(everything)} records kept in {records_path})", result=result,

@@ -5,7 +5,9 @@ monkey-patches the interpreter through gevent. From pytest, use ``perfgate.load.
 which runs Locust as a child process.
 
 Each request is built from the scenario like the async engine's (``perfgate.load.engine.request_specs``:
-prompts of an exact token count from the served model's tokenizer, built before the test starts), streamed,
+prompts of an exact token count from the served model's tokenizer, built before the test starts, drawn from
+``PromptStream(scenario.seed, --perfgate-prompt-nonce, --perfgate-prompt-repeat)``; each ``--processes``
+worker draws its own part of it, so no two send the same prompt), streamed,
 and parsed one SSE event at a time. Locust sees three request events per request: ``e2e`` (the request
 itself; failures carry the error class), ``ttft`` and ``itl`` (the request's mean inter-token gap), all in
 ms, for its UI and CSV. Locust rounds response times into buckets, so the numbers an SLO reads come from
@@ -71,6 +73,11 @@ def add_arguments(parser: Any) -> None:
                         help="requests sent in the first N seconds are recorded as phase 'warmup'")
     parser.add_argument("--perfgate-prompt-pool", type=int, env_var="PERFGATE_PROMPT_POOL", default=256,
                         help="requests built before the test starts (more are built on the fly, as send lag)")
+    parser.add_argument("--perfgate-prompt-nonce", env_var="PERFGATE_PROMPT_NONCE", default="",
+                        help="the run's prompt nonce (default: a fresh one, logged): the same nonce and repeat "
+                             "rebuild the same prompts, another gives prompts the server has not cached")
+    parser.add_argument("--perfgate-prompt-repeat", type=int, env_var="PERFGATE_PROMPT_REPEAT", default=0,
+                        help="the repeat index of the prompt stream (default %(default)s)")
     parser.add_argument("--perfgate-records", env_var=RECORDS_ENV, default="",
                         help="raw per-request records (.jsonl); --processes workers write <stem>.worker-<pid>")
 
@@ -126,14 +133,21 @@ class _Run:
         tokenizer = opts.perfgate_tokenizer or root
         from perfgate.load.engine import request_specs
         from perfgate.load.prompts import PromptBuilder, load_tokenizer
+        from perfgate.load.stream import PromptStream, new_nonce
 
         builder = PromptBuilder(load_tokenizer(tokenizer), chat=self.scenario.endpoint.endswith("chat/completions"))
-        # Workers draw different prompts (identical ones would hit vLLM's prefix cache).
-        lazy = request_specs(self.scenario, builder, model, f"locust-{os.getpid()}" if worker else "locust")
+        # Without a nonce from the command line every process draws its own: prompts stay fresh, but then a
+        # shared prefix is shared per process only.
+        stream = PromptStream(self.scenario.seed, opts.perfgate_prompt_nonce or new_nonce(),
+                              opts.perfgate_prompt_repeat)
+        # Workers draw different prompts (identical ones would hit vLLM's prefix cache); the phase's shared
+        # prefix, if the scenario declares one, is the same for all of them.
+        lazy = request_specs(self.scenario, builder, model, stream, f"locust-{os.getpid()}" if worker else "locust",
+                             prefix_name="locust")
         pool = list(itertools.islice(lazy, max(0, opts.perfgate_prompt_pool)))
         self.specs = itertools.chain(pool, lazy)
-        log.info("perfgate: scenario %s (%s), %d requests prepared", self.scenario.name,
-                 self.scenario.workload(), len(pool))
+        log.info("perfgate: scenario %s (%s), %d requests prepared, prompt stream %s", self.scenario.name,
+                 self.scenario.workload(), len(pool), stream.as_dict())
 
     def phase(self, scheduled: float) -> str:
         if self.t0 is None:

@@ -6,6 +6,9 @@ ids are trimmed or padded until the text the server will see has exactly the ask
 have one); for ``/v1/chat/completions`` it is the rendered chat template's token count. The synthetic
 models' tokenizers are word-level (one vocab word = one token), where the first try is exact; BPE
 tokenizers merge across the joins and need the re-encode loop.
+
+Which random draws a phase's prompts come from (seed, run nonce, repeat) is ``perfgate.load.stream``'s
+``PromptStream``, re-exported here.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from perfgate._errors import ConfigError
+from perfgate.load.stream import PromptStream, new_nonce
+
+__all__ = ["Prompt", "PromptBuilder", "PromptStream", "load_tokenizer", "new_nonce"]
 
 # Re-encode rounds before giving up on an exact count (BPE merges at the joins converge in 1-3).
 _MAX_ROUNDS = 12
@@ -69,7 +75,11 @@ def _clean_ids(tokenizer: Any) -> list[int]:
 
 
 class PromptBuilder:
-    """Builds prompts of exact token counts for one tokenizer and endpoint."""
+    """Builds prompts of exact token counts for one tokenizer and endpoint.
+
+    A shared prefix (``prefix_text``) opens every prompt built with it: for chat it is a system message,
+    for completions the text's beginning. The count a prompt is built to always includes it.
+    """
 
     def __init__(self, tokenizer: Any, *, chat: bool) -> None:
         self.tokenizer = tokenizer
@@ -77,19 +87,31 @@ class PromptBuilder:
         self._ids = _clean_ids(tokenizer)
         if not self._ids:
             raise ConfigError("the tokenizer has no ordinary (non-special) tokens to build prompts from")
+        self._overheads: dict[str, int] = {}
         # Tokens the server adds around the text: chat template, or BOS/EOS for completions.
         self.overhead = self.count("") if not chat else self._chat_overhead()
 
-    def count(self, text: str) -> int:
-        """Tokens the server will count for ``text`` on this endpoint."""
+    def count(self, text: str, prefix: str = "") -> int:
+        """Tokens the server will count for ``text`` (after ``prefix``, if any) on this endpoint."""
         if self.chat:
-            ids = self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                                     add_generation_prompt=True, tokenize=True)
+            ids = self.tokenizer.apply_chat_template(self.messages(text, prefix), add_generation_prompt=True,
+                                                     tokenize=True)
             if isinstance(ids, dict) or hasattr(ids, "keys"):  # some transformers versions return a BatchEncoding
                 ids = ids["input_ids"]
             return len(ids)
         # add_special_tokens=True: vLLM's completions endpoint tokenizes the prompt the same way.
-        return len(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+        return len(self.tokenizer(self.join(prefix, text), add_special_tokens=True)["input_ids"])
+
+    @staticmethod
+    def messages(text: str, prefix: str = "") -> list[dict[str, str]]:
+        """The chat messages of a prompt: the shared prefix is a system message before the user's text."""
+        user = {"role": "user", "content": text}
+        return [{"role": "system", "content": prefix}, user] if prefix else [user]
+
+    @staticmethod
+    def join(prefix: str, text: str) -> str:
+        """A completions prompt: the prefix, then a space (so the two never merge into one word), the text."""
+        return f"{prefix} {text}" if prefix else text
 
     def _chat_overhead(self) -> int:
         if not getattr(self.tokenizer, "chat_template", None):
@@ -98,20 +120,49 @@ class PromptBuilder:
                                   "template in tokenizer_config.json")
         return self.count("")
 
-    def build(self, tokens: int, rng: random.Random) -> Prompt:
-        """A prompt of exactly ``tokens`` tokens (server count); ConfigError if that is impossible."""
-        content = tokens - self.overhead
+    def _overhead(self, prefix: str) -> int:
+        if not prefix:
+            return self.overhead
+        if prefix not in self._overheads:
+            self._overheads = {prefix: self.count("", prefix)}  # one phase's prefix at a time
+        return self._overheads[prefix]
+
+    def prefix_text(self, tokens: int, rng: random.Random) -> str:
+        """Random text of exactly ``tokens`` tokens (no special tokens), to open every prompt of a phase."""
+        text, got = self._fit(tokens, rng, lambda t: len(self.tokenizer(t, add_special_tokens=False)["input_ids"]),
+                              start=tokens)
+        if got != tokens:
+            raise ConfigError(f"a shared prefix of exactly {tokens} tokens could not be built with this "
+                              f"tokenizer (closest: {got})", fix="try another shared_prefix_tokens")
+        return text
+
+    def build(self, tokens: int, rng: random.Random, prefix: str = "") -> Prompt:
+        """A prompt of exactly ``tokens`` tokens (server count, ``prefix`` included); ConfigError if impossible."""
+        overhead = self._overhead(prefix)
+        content = tokens - overhead
         if content < 1:
             what = "the chat template" if self.chat else "the special tokens the server adds"
+            if prefix:
+                what = f"the shared prefix and {what}"
             raise ConfigError(f"a prompt of {tokens} tokens cannot be built: {what} alone take "
-                              f"{self.overhead}", fix=f"ask for at least {self.overhead + 1} prompt tokens")
-        ids = [rng.choice(self._ids) for _ in range(content)]
+                              f"{overhead}", fix=f"ask for at least {overhead + 1} prompt tokens"
+                              + (" or a shorter shared_prefix_tokens" if prefix else ""))
+        text, got = self._fit(tokens, rng, lambda t: self.count(t, prefix), start=content)
+        # Not exact only for a pathological tokenizer: the closest is returned; the request records the count
+        # it actually has, so the mismatch is visible, never hidden.
+        if self.chat:
+            return Prompt(tokens=got, messages=self.messages(text, prefix))
+        return Prompt(tokens=got, text=self.join(prefix, text))
+
+    def _fit(self, tokens: int, rng: random.Random, count: Any, *, start: int) -> tuple[str, int]:
+        """Content text whose ``count`` is ``tokens`` (or the closest found), from ``start`` random ids."""
+        ids = [rng.choice(self._ids) for _ in range(start)]
         best: tuple[int, str] | None = None
         for _ in range(_MAX_ROUNDS):
             text = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-            got = self.count(text)
+            got = count(text)
             if got == tokens:
-                return self._prompt(text, got)
+                return text, got
             if best is None or abs(got - tokens) < abs(best[0] - tokens):
                 best = (got, text)
             # Re-encode what the server would see, then trim or pad to the target.
@@ -121,11 +172,4 @@ class PromptBuilder:
             else:
                 ids += [rng.choice(self._ids) for _ in range(tokens - got)]
         assert best is not None
-        # Not exact after many rounds (pathological tokenizer): return the closest; the request records
-        # the count it actually has, so the mismatch is visible, never hidden.
-        return self._prompt(best[1], best[0])
-
-    def _prompt(self, text: str, tokens: int) -> Prompt:
-        if self.chat:
-            return Prompt(tokens=tokens, messages=[{"role": "user", "content": text}])
-        return Prompt(tokens=tokens, text=text)
+        return best[1], best[0]
