@@ -33,37 +33,57 @@ def phase_stem(profile: str, scenario: str, repeat: int) -> str:
 
 
 def prefix_cache_verdict(hit_pct: float | None, *, expected_max_pct: float, shared_prefix_tokens: int,
-                         why_unread: str | None = None) -> tuple[str | None, str]:
+                         why_unread: str | None = None, opening_pct: float = 0.0) -> tuple[str | None, str]:
     """(the reason the phase is invalid, or None; a note for the phase) from its prefix-cache hit rate.
 
     ``hit_pct``: the server's prefix-cache hits / queries over the window (None: not read, ``why_unread``
     says why). ``expected_max_pct``: ``Scenario.expected_prefix_hit_pct()``, the most the declared sharing
     allows; more than ``PREFIX_HIT_TOLERANCE_PCT`` above it means prompts were served from an earlier
-    request's cache.
+    request's cache. ``opening_pct``: the share of the tokens every prompt opens with whatever its text
+    (chat template, a default system prompt), also allowed.
     """
+    opening = f"; {opening_pct:.1f} % more for the template's common opening" if opening_pct >= 0.05 else ""
     declared = (f"the scenario declares at most {expected_max_pct:.1f} % "
-                f"(shared_prefix_tokens = {shared_prefix_tokens})")
+                f"(shared_prefix_tokens = {shared_prefix_tokens}{opening})")
     if hit_pct is None:
         return None, f"prefix-cache hit rate not checked ({why_unread or 'not measured'}); {declared}"
     note = f"prefix cache: {hit_pct:.1f} % of prompt tokens hit; {declared}"
-    if hit_pct <= expected_max_pct + PREFIX_HIT_TOLERANCE_PCT:
+    if hit_pct <= expected_max_pct + opening_pct + PREFIX_HIT_TOLERANCE_PCT:
         return None, note
     return (f"prefix cache served {hit_pct:.1f} % of prompt tokens, {declared}: these prompts were served from "
             "an earlier request's cache, so the figures describe a warm cache, not this workload"), note
 
 
-def check_prefix_cache(phase: PhaseResult, scenario: Scenario, *, telemetry_ran: bool = True) -> None:
-    """Apply ``prefix_cache_verdict`` to a phase whose telemetry has been applied (invalidates, notes)."""
+def check_prefix_cache(phase: PhaseResult, scenario: Scenario, *, telemetry_ran: bool = True,
+                       opening_tokens: int = 0) -> None:
+    """Apply ``prefix_cache_verdict`` to a phase whose telemetry has been applied (invalidates, notes).
+
+    ``opening_tokens``: what every prompt opens with whatever its text (``PromptBuilder.opening_tokens``).
+    """
     from perfgate.telemetry import unavailable_reason
 
     why = unavailable_reason(phase.unavailable, "prefix_cache_hit_pct") if telemetry_ran else "telemetry did not run"
     reason, note = prefix_cache_verdict(phase.metrics.get("prefix_cache_hit_pct"),
                                         expected_max_pct=scenario.expected_prefix_hit_pct(),
-                                        shared_prefix_tokens=scenario.shared_prefix_tokens, why_unread=why)
+                                        shared_prefix_tokens=scenario.shared_prefix_tokens, why_unread=why,
+                                        opening_pct=100.0 * opening_tokens / scenario.prompt_tokens.mean)
     phase.notes.append(note)
     if reason is not None:
         phase.valid = False
         phase.invalid_reasons.append(reason)
+
+
+def opening_tokens(target: Target, scenario: Scenario) -> int:
+    """``PromptBuilder.opening_tokens`` of the served model's tokenizer (0 when it cannot be built: the load
+    has then failed with the reason already)."""
+    from perfgate._errors import PerfgateError
+    from perfgate.load.prompts import PromptBuilder
+
+    try:
+        return PromptBuilder(target.tokenizer_object(), chat=scenario.endpoint.endswith("chat/completions")
+                             ).opening_tokens()
+    except PerfgateError:
+        return 0
 
 
 async def measure_phase(target: Target, scenario: Scenario, *, results_dir: Path, repeat: int = 0,
@@ -116,7 +136,8 @@ async def measure_phase(target: Target, scenario: Scenario, *, results_dir: Path
             timeline_path = results_dir / "timelines" / f"{stem}.json"
             write_timeline(timeline_path, tel.timeline(events))
             phase.artifacts["timeline"] = str(timeline_path.relative_to(results_dir))
-        check_prefix_cache(phase, scenario, telemetry_ran=tel is not None)
+        check_prefix_cache(phase, scenario, telemetry_ran=tel is not None,
+                           opening_tokens=opening_tokens(target, scenario))
         write_json_atomic(results_dir / "phases" / f"{stem}.json", phase.to_dict())
     return phase
 
@@ -192,7 +213,7 @@ async def measure_locust_phase(target: Target, scenario: Scenario, *, results_di
             phase.valid = False
             phase.invalid_reasons.append("Locust did not complete (see the test's error)")
         tel.apply_to(phase)
-        check_prefix_cache(phase, scenario)
+        check_prefix_cache(phase, scenario, opening_tokens=opening_tokens(target, scenario))
         timeline_path = results_dir / "timelines" / f"{stem}.json"
         write_timeline(timeline_path, tel.timeline([]))
         phase.artifacts["timeline"] = str(timeline_path.relative_to(results_dir))

@@ -240,6 +240,24 @@ def test_prefix_cache_verdict() -> None:
     assert reason is None and "not checked (prefix caching off?)" in note
 
 
+def test_template_opening_is_allowed_but_not_more(tokenizer) -> None:
+    """A chat template that opens every prompt alike (here with a default system prompt, as some do) is
+    served from the cache in every request: that share is allowed on top of the declared prefix."""
+    assert PromptBuilder(tokenizer, chat=False).opening_tokens() == 0
+    assert PromptBuilder(tokenizer, chat=True).opening_tokens() == 2  # <|im_start|> user
+    assert PromptBuilder(bpe_tokenizer(), chat=False).opening_tokens() == 1  # the BOS
+    tok = load_tokenizer("synthetic:tiny")
+    tok.chat_template = "<|im_start|>system\n" + " ".join(["ba"] * 30) + "<|im_end|>\n" + tok.chat_template
+    opening = PromptBuilder(tok, chat=True).opening_tokens()
+    assert opening == 35  # <|im_start|> system, 30 words, <|im_end|>, <|im_start|> user
+    pct = 100.0 * opening / 144
+    reason, note = prefix_cache_verdict(pct, expected_max_pct=0.0, shared_prefix_tokens=0, opening_pct=pct)
+    assert reason is None and f"{pct:.1f} % more for the template's common opening" in note
+    reason, _ = prefix_cache_verdict(pct + PREFIX_HIT_TOLERANCE_PCT + 1, expected_max_pct=0.0,
+                                     shared_prefix_tokens=0, opening_pct=pct)
+    assert reason is not None
+
+
 def test_check_prefix_cache_invalidates_the_phase_and_notes_why() -> None:
     sc = scenario(prompt=Fixed(value=512), prefix=128)
     warm = PhaseResult(profile="p", scenario="s", gpu_class="cpu", metrics={"prefix_cache_hit_pct": 80.0})

@@ -120,6 +120,18 @@ class PromptBuilder:
                                   "template in tokenizer_config.json")
         return self.count("")
 
+    def opening_tokens(self) -> int:
+        """Tokens every prompt on this endpoint opens with whatever its text: a BOS, the chat template's
+        opening, a default system prompt some templates add. The server's prefix cache may serve them."""
+        a, b = (self.tokenizer.decode([i], skip_special_tokens=True) for i in self._ids[:2])
+        if self.chat:
+            ids = [self.tokenizer.apply_chat_template(self.messages(t), add_generation_prompt=True, tokenize=True)
+                   for t in (a, b)]
+            ids = [x["input_ids"] if hasattr(x, "keys") else x for x in ids]
+        else:
+            ids = [self.tokenizer(t, add_special_tokens=True)["input_ids"] for t in (a, b)]
+        return next((n for n, (x, y) in enumerate(zip(*ids)) if x != y), min(map(len, ids)))
+
     def _overhead(self, prefix: str) -> int:
         if not prefix:
             return self.overhead
