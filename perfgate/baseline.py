@@ -277,7 +277,7 @@ def baseline_from_phases(phases: Sequence[PhaseResult], *, results_dir: Path | N
 
 def write_baseline(path: Path, phases: Sequence[PhaseResult], *, results_dir: Path | None = None,
                    min_repeats: int = 3, failed: str | None = None, min_sessions: int = 2,
-                   echo: Callable[[str], None] | None = None) -> str:
+                   echo: Callable[[str], None] | None = None, source: str | None = None) -> str:
     """Atomically write the baseline learned from ``phases`` to ``path``; returns the before/after diff.
 
     ``failed`` is why the run failed (an SLO, a test error), if it did: the write is then refused. An
@@ -285,6 +285,8 @@ def write_baseline(path: Path, phases: Sequence[PhaseResult], *, results_dir: Pa
     """
     new = baseline_from_phases(phases, results_dir=results_dir, min_repeats=min_repeats, failed=failed,
                                min_sessions=min_sessions)
+    if source is not None:  # merged from several runs: name them all
+        new.source = source
     path = Path(path)
     old: Baseline | None = None
     unreadable = ""

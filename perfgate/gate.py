@@ -171,11 +171,15 @@ def _test_metric(metric: str, base: list[list[float]], cur: list[list[float]], s
         row.ci_low, row.ci_high = sorted((math.exp(sign * lo) - 1, math.exp(sign * hi) - 1))
         row.margin = math.exp(sign * margin) - 1 if math.isfinite(margin) else None
         row.detectable = math.exp(sign * detect) - 1 if math.isfinite(detect) else None
-    elif b_mean:
-        row.ci_low, row.ci_high = sorted((sign * lo / abs(b_mean), sign * hi / abs(b_mean)))
-        row.margin, row.detectable = sign * margin / abs(b_mean), sign * detect / abs(b_mean)
+    else:  # absolute scale: a relative column means little (often from 0), so the note gives the units
+        unit = METRICS[metric].unit
+        row.note = (f"absolute: worse by {format_value(test.worsening, unit)} (bounds {format_value(lo, unit)} "
+                    f"to {format_value(hi, unit)}), margin {format_value(margin, unit)}")
+        if b_mean:
+            row.ci_low, row.ci_high = sorted((sign * lo / abs(b_mean), sign * hi / abs(b_mean)))
+            row.margin, row.detectable = sign * margin / abs(b_mean), sign * detect / abs(b_mean)
     if test.noise.between_sd is None:
-        row.note = "session noise unknown"
+        row.note = "; ".join(filter(None, [row.note, "session noise unknown"]))
     return row
 
 
@@ -238,7 +242,7 @@ def compare(current: list[PhaseResult], baseline: Baseline | None, settings: Gat
         if m in METRICS:
             b, c = stats.mean(baseline.metrics[m]), stats.mean(values(current, m))
             verdict.rows.append(MetricVerdict(m, REPORTED, b, c, stats.relative_change(b, c)))
-    if any(r.note == "session noise unknown" for r in rows):
+    if any("session noise unknown" in r.note for r in rows):
         verdict.notes.append("session-to-session noise unknown (one server session on each side): the test "
                              "knows repeat-to-repeat noise only")
 

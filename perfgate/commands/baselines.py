@@ -9,10 +9,10 @@ from pathlib import Path
 from perfgate._errors import BaselineError, InvalidRunError
 from perfgate.baseline import baseline_path, default_baselines_dir, load_baseline, write_baseline
 from perfgate.catalog import METRICS
+from perfgate.fmt import format_value
 from perfgate.gate import sensitivity
 from perfgate.gate_settings import load_gate_settings
 from perfgate.report.json_report import read_phase_results
-from perfgate.fmt import format_value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,11 +58,17 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"  {'metric':<24} {'mean':>14} {'within':>7} {'session':>8} {'margin':>7} {'detectable':>11} "
               f"{'A/A alarm':>9}")
         for r in rows:
-            between = "?" if r.between_cv is None else f"{r.between_cv * 100:.1f}%"
-            detect = "-" if r.detectable is None else f"{r.detectable * 100:+.1f}%"
-            print(f"  {r.metric:<24} {format_value(r.mean, METRICS[r.metric].unit):>14} "
-                  f"{r.within_cv * 100:>6.1f}% {between:>8} {r.margin * 100:>+6.0f}% {detect:>11} "
-                  f"{r.false_alarm * 100:>8.2f}%")
+            unit = METRICS[r.metric].unit
+            if r.log_scale:
+                within, margin = f"{r.within_cv * 100:.1f}%", f"{r.margin * 100:+.0f}%"
+                between = "?" if r.between_cv is None else f"{r.between_cv * 100:.1f}%"
+                detect = "-" if r.detectable is None else f"{r.detectable * 100:+.1f}%"
+            else:  # judged in the metric's own unit (a count from 0, a queue time under its floor)
+                within, margin = format_value(r.within_cv, unit), format_value(abs(r.margin * (r.mean or 1)), unit)
+                between = "?" if r.between_cv is None else format_value(r.between_cv, unit)
+                detect = "-" if r.detectable is None else format_value(abs(r.detectable * (r.mean or 1)), unit)
+            print(f"  {r.metric:<24} {format_value(r.mean, unit):>14} {within:>7} {between:>8} {margin:>7} "
+                  f"{detect:>11} {r.false_alarm * 100:>8.2f}%")
     if not shown:
         print(f"no baselines{' matching ' + repr(args.filter) if args.filter else ''} in {directory}")
     return 0
@@ -117,7 +123,7 @@ def run_refresh(args: argparse.Namespace) -> int:
                 print(f"(dry run) {path}:\n{diff_baselines(old, new)}\n")
             else:
                 write_baseline(path, group, results_dir=args.sources[0], min_repeats=args.min_repeats,
-                               failed=failed.get(key), min_sessions=sessions, echo=print)
+                               failed=failed.get(key), min_sessions=sessions, echo=print, source=label)
                 print()
         except (BaselineError, InvalidRunError) as exc:
             refused += 1

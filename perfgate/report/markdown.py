@@ -143,12 +143,13 @@ def _gate_section(gate: GateVerdict) -> list[str]:
              pct(r.margin, 0) if r.margin is not None else "", pct(r.detectable) if r.detectable is not None else "",
              r.note) for r in gated]
     out = [f"**Baseline gate: {gate.status.upper()}**" + (" (smoke gate)" if gate.settings.smoke else "")
-           + (f" — {'; '.join(gate.reasons)}" if gate.reasons else ""), "",
-           (f"Rule: each gated metric is tested one-sided against its margin (the minimum effect, or its "
-            f"absolute floor if larger), with noise from {gate.baseline_sessions} baseline server session(s) "
-            f"and {gate.repeats} repeat(s) of this run: REGRESSED when worse by more than the margin at "
-            f"{level} % confidence ({gate.settings.correction}-corrected), PASS when shown within it, else "
-            f"INCONCLUSIVE (more repeats, up to {gate.settings.max_repeats})."), ""]
+           + (f" — {'; '.join(gate.reasons)}" if gate.reasons else ""), ""]
+    if gate.baseline_repeats:
+        out += [(f"Rule: each gated metric is tested one-sided against its margin (the minimum effect, or its "
+                 f"absolute floor if larger), with noise from {gate.baseline_sessions} baseline server "
+                 f"session(s) and {gate.repeats} repeat(s) of this run: REGRESSED when worse by more than the "
+                 f"margin at {level} % confidence ({gate.settings.correction}-corrected), PASS when shown within "
+                 f"it, else INCONCLUSIVE (more repeats, up to {gate.settings.max_repeats})."), ""]
     if rows:
         out += [md_table(("verdict", "metric", "baseline", "current", "change", f"{level}% bounds", "margin",
                           "detectable", "note"), rows), ""]
