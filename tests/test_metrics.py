@@ -9,7 +9,7 @@ import pytest
 
 from perfgate.catalog import METRICS
 from perfgate.load.request import RequestRecord
-from perfgate.metrics import compute_metrics, format_table, latency_stats
+from perfgate.metrics import compute_metrics, format_table, is_flushed_stream, latency_stats, regime_note
 
 
 def synthetic_records(n: int = 40, seed: int = 3) -> list[RequestRecord]:
@@ -114,3 +114,62 @@ def test_latency_stats_and_table() -> None:
     assert latency_stats("ttft", []) == {}
     table = format_table(compute_metrics(synthetic_records(), 4.0))
     assert "Median TTFT (ms):" in table and "errors_http_5xx:" in table
+
+
+def streamed(index: int, out: int, gap_s: float, *, sent: float = 10.0, ttft_s: float = 0.05) -> RequestRecord:
+    """A completed request whose ``out`` tokens arrived ``gap_s`` apart (0: all in one read)."""
+    times = [sent + ttft_s + k * gap_s for k in range(out)]
+    return RequestRecord(index=index, scheduled=sent, sent=sent, token_times=times, first_token=times[0],
+                         end=times[-1], prompt_tokens_expected=16, output_tokens_expected=out,
+                         prompt_tokens=16, output_tokens=out, ignore_eos=True, status=200)
+
+
+def test_flushed_streams_are_detected_in_the_flushed_regime() -> None:
+    # The CPU build's flushed regime: each stream's 64 token events read at one instant (one timestamp)...
+    records = [streamed(i, 64, 0.0, sent=10.0 + i) for i in range(6)]
+    # ... or a few microseconds apart (Locust stamps each line of one read), or one event carrying all.
+    records += [streamed(6, 64, 2e-6), streamed(7, 64, 0.0)]
+    records[7].token_times = records[7].token_times[:1]
+    # Single-token outputs say nothing about flushing; failures are left out.
+    records += [streamed(8, 1, 0.0), streamed(9, 64, 0.0)]
+    records[9].error = "stream"
+    m = compute_metrics(records, 2.0)
+    assert m["flushed_stream_pct"] == pytest.approx(100.0)
+    assert m["median_tpot_ms"] == pytest.approx(0.0, abs=1e-3)
+    note = regime_note(m)
+    assert note is not None and note.startswith("streams flushed whole: 100 % of requests")
+    assert "median TPOT 0.00 ms" in note and "not comparable" in note
+    assert "Streams flushed whole (%):" in format_table(m) and f"note: {note}" in format_table(m)
+
+
+def test_normal_streams_are_not_flagged() -> None:
+    # The other regime: tokens ~ one decode step apart (even a fast GPU step is far above 0.05 ms).
+    records = [streamed(i, 64, 0.012) for i in range(5)] + [streamed(5, 64, 0.0002)]
+    m = compute_metrics(records, 2.0)
+    assert m["flushed_stream_pct"] == 0.0
+    assert regime_note(m) is None and "note:" not in format_table(m)
+
+
+def test_a_stream_with_one_late_token_is_not_flushed() -> None:
+    rec = streamed(0, 8, 0.0)
+    rec.token_times[-1] += 0.010  # the last token came in a later read
+    rec.end = rec.token_times[-1]
+    assert is_flushed_stream(rec) is False
+    assert is_flushed_stream(streamed(1, 8, 0.0)) is True
+    assert is_flushed_stream(streamed(2, 1, 0.0)) is None
+
+
+@pytest.mark.parametrize(("flushed", "pct", "noted"), [(3, 75.0, True), (2, 50.0, True), (1, 25.0, False)])
+def test_mixed_windows_report_the_share_and_note_from_half(flushed: int, pct: float, noted: bool) -> None:
+    records = [streamed(i, 32, 0.0 if i < flushed else 0.02) for i in range(4)] + [streamed(4, 1, 0.0)]
+    m = compute_metrics(records, 1.0)
+    assert m["flushed_stream_pct"] == pytest.approx(pct)
+    note = regime_note(m)
+    assert (note is not None) == noted
+    if noted:
+        assert f"{pct:.0f} % of requests got every token in one read" in note
+
+
+def test_no_eligible_stream_leaves_the_key_out() -> None:
+    m = compute_metrics([streamed(0, 1, 0.0)], 1.0)
+    assert "flushed_stream_pct" not in m and regime_note(m) is None
