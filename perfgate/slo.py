@@ -56,6 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from perfgate._errors import ConfigError
 from perfgate._toml import data_dir, find_line, read_toml, validate
 from perfgate.catalog import METRICS
+from perfgate.fmt import format_value
 from perfgate.hardware import parse_memory
 from perfgate.method import METHOD_VERSION, RERECORD_SLOS
 from perfgate.phase import PhaseResult
@@ -124,8 +125,6 @@ class SloRow:
 
     def per_repeat_text(self) -> str:
         """``1,180 / 1,310 / 1,150 ms``: every repeat's value, the unit once."""
-        from perfgate.report.markdown import format_value
-
         unit = METRICS[self.metric].unit
         parts = [format_value(v, unit) for v in self.per_repeat]
         suffix = f" {unit}"
@@ -167,8 +166,6 @@ class SloVerdict:
         return [r for r in self.rows if r.status == SKIP]
 
     def table(self) -> str:
-        from perfgate.report.markdown import format_value
-
         head = f"SLOs {self.key}: {'PASS' if self.passed else 'FAIL'}"
         counts = [f"{len(self.failed)} of {len(self.rows)} failed"] if self.failed else []
         if self.skipped:
@@ -299,8 +296,6 @@ def _check(bound: ResolvedBound, value: float | None, phase: PhaseResult, note: 
 
 
 def _fmt(value: float, metric: str) -> str:
-    from perfgate.report.markdown import format_value
-
     return format_value(value, METRICS[metric].unit)
 
 
@@ -499,8 +494,6 @@ def load_slos(gpu_class: str, profile: str, scenario: str, slos_dir: Path | None
 
 
 def _written(metric: str, entry: dict) -> str:
-    from perfgate.report.markdown import format_value
-
     unit = METRICS[metric].unit
     parts = []
     for side, op in (("min", ">="), ("max", "<=")):
