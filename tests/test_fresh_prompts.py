@@ -111,6 +111,21 @@ def test_another_repeat_nonce_or_scenario_differs_from_the_first_token(tokenizer
             assert len(head) == HEAD and head not in heads
 
 
+def test_every_repeat_and_run_is_the_same_workload_with_other_text(tokenizer) -> None:
+    """Lengths follow the scenario's seed alone: only the text is fresh, so repeats are comparable."""
+    sc = scenario().model_copy(update={"output_tokens": Uniform(min=2, max=40)})
+
+    def shape(stream: PromptStream) -> list[tuple[int, int]]:
+        return [(s.prompt_tokens, s.max_tokens) for s in specs(sc, tokenizer, stream, n=20)]
+
+    base = shape(PromptStream(0, "deadbeef", 0))
+    assert len(set(base)) > 5  # the lengths do vary from request to request
+    assert shape(PromptStream(0, "feedface", 3)) == base
+    assert shape(PromptStream(1, "deadbeef", 0)) != base  # another seed is another workload
+    texts = {prompt_of(s.body) for s in specs(sc, tokenizer, PromptStream(0, "feedface", 3), n=20)}
+    assert not texts & {prompt_of(s.body) for s in specs(sc, tokenizer, PromptStream(0, "deadbeef", 0), n=20)}
+
+
 def test_request_specs_refuses_a_bare_stream_name(tokenizer) -> None:
     with pytest.raises(TypeError, match="PromptStream"):
         specs(scenario(), tokenizer, "measure")  # type: ignore[arg-type]

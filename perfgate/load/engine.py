@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -94,20 +95,28 @@ def request_specs(scenario: Scenario, builder: PromptBuilder, model: str, stream
     The same stream and name give byte-identical requests; another repeat, nonce, scenario or name gives
     other prompts from their first token. A scenario's ``shared_prefix_tokens`` open every request with one
     prefix, drawn from ``prefix_name`` (default: ``name``): shared within a phase, never across phases.
+
+    The LENGTHS (prompt and output tokens of request i) come from the seed and ``name`` alone (not the nonce
+    or the repeat), so every repeat and every run of a scenario is the same workload with other text. Drawn
+    per repeat, they
+    made the workload itself vary: on an H200, open-loop chat (outputs 32-512 tokens, 120 requests) showed
+    4.9 % repeat-to-repeat CV in output throughput and 9.2 % in median E2E from the length draw alone.
     """
     if not isinstance(stream, PromptStream):
         raise TypeError(f"request_specs needs a PromptStream, not {type(stream).__name__} "
                         "(PromptStream(scenario.seed, new_nonce(), repeat))")
     rng = stream.rng(f"{scenario.name}:{name}")
+    lengths = random.Random(f"{stream.seed}:{scenario.name}:{name}:lengths")
     prefix = ""
     if scenario.shared_prefix_tokens:
         prefix = builder.prefix_text(scenario.shared_prefix_tokens,
                                      stream.rng(f"{scenario.name}:{prefix_name or name}:prefix"))
     sampling = scenario.sampling.body()
     for i in itertools.count() if count is None else range(count):
-        prompt = builder.build(scenario.prompt_tokens.sample(rng), rng, prefix)
+        prompt_len, output_len = scenario.prompt_tokens.sample(lengths), scenario.output_tokens.sample(lengths)
+        prompt = builder.build(prompt_len, rng, prefix)
         yield RequestSpec.build(i, model=model, path=scenario.endpoint, prompt_tokens=prompt.tokens,
-                                max_tokens=scenario.output_tokens.sample(rng), text=prompt.text,
+                                max_tokens=output_len, text=prompt.text,
                                 messages=prompt.messages, ignore_eos=scenario.ignore_eos, sampling=sampling)
 
 
