@@ -102,11 +102,15 @@ _SPECS: list[MetricSpec] = [
     _error("errors_stream", "broken or malformed SSE streams"),
     _error("token_count_mismatches", "requests whose usage.prompt/completion_tokens differ from what was asked",
            floor=1.0, gated=True),
-    *_latency("ttft", "time to first token", {"median": 0.20, "p99": 0.25}, key=("median", "p99")),
+    # Minimum effects from the H200 sensitivity run (fixed-512-256, closed loop, 3 server sessions; see
+    # README "Gate power"): each is the smallest margin whose A/A not-PASS rate stayed near or under 1 % with
+    # 3 repeats against a 2-session baseline. Median TTFT varies 8 % between repeats and 6 % between sessions
+    # at concurrency 32 (prefill interleaving), so only a doubling is a finding there.
+    *_latency("ttft", "time to first token", {"median": 1.0, "p99": 0.35}, key=("median", "p99")),
     *_latency("tpot", "time per output token after the first", {"median": 0.05, "p99": 0.10},
               key=("median", "p99")),
     *_latency("itl", "inter-token latency", {}),
-    *_latency("e2el", "end-to-end request latency from send", {"median": 0.05, "p99": 0.05},
+    *_latency("e2el", "end-to-end request latency from send", {"median": 0.08, "p99": 0.08},
               key=("median", "p99")),
     *_latency("e2el_from_scheduled", "end-to-end latency from the scheduled send time (open loop)", {},
               duplicate="e2el"),
@@ -159,7 +163,7 @@ _SPECS: list[MetricSpec] = [
     # Gated: the time requests wait for a scheduler slot is what --max-num-seqs and friends govern, and a
     # client cannot see it apart from TTFT. Near 0 when nothing waits, so the absolute floor does the work.
     MetricSpec("server_mean_queue_ms", "ms", "lower", "server-side queue time mean", "server", gated=True,
-               min_effect=0.50, floor=2.0),
+               min_effect=1.50, floor=2.0),
     _occupancy("tokens_per_step_mean", "tokens", "tokens scheduled per engine step, mean"),
     # --- efficiency ---
     MetricSpec("mbu_pct", "%", "higher", "model bandwidth utilization vs the GPU's peak", "efficiency",

@@ -3,7 +3,7 @@
 Only exact checks here: counts, token accounting, key names and metric definitions. No timing claim:
 identical runs of the CPU build fall into two regimes about 2x apart in throughput (in one, whole streams
 arrive in one read), so one run of either client says nothing about the other's timing. The timing
-comparison (perfgate within the spread of vLLM's own runs) is a GPU test: perf_tests/test_gpu_accuracy.py.
+comparison (perfgate within the spread of vLLM's own runs) is a GPU test: tests/test_gpu_accuracy.py.
 """
 
 from __future__ import annotations
