@@ -87,8 +87,11 @@ _SPECS: list[MetricSpec] = [
     _count("duration", "s", "none", "length of the measured window"),
     MetricSpec("request_throughput", "req/s", "higher", "completed requests per second of the window",
                kind="throughput", key_metric=True, duplicate_of="output_throughput"),
+    # 4.5 %, not 5 %: the runner looks again after each added repeat, so a loss right at the margin can pass
+    # on a later look. Simulated with the H200 noise, 4 repeats against a 2 x 4 baseline: a 5 % loss is caught
+    # in 99 % of trials and an unchanged server fails 0.6 % (at 5 %: 96.6 % and 0.2 %; 3 repeats: 93.5 %).
     MetricSpec("output_throughput", "tok/s", "higher", "generated tokens per second", kind="throughput",
-               gated=True, min_effect=0.05, floor=0.01, key_metric=True),
+               gated=True, min_effect=0.045, floor=0.01, key_metric=True),
     MetricSpec("total_token_throughput", "tok/s", "higher", "prompt + generated tokens per second",
                kind="throughput", duplicate_of="output_throughput"),
     MetricSpec("request_goodput", "req/s", "higher", "requests per second that met every per-request SLO",
