@@ -21,6 +21,7 @@ from perfgate.baseline import (
     load_request_latencies,
     write_baseline,
 )
+from perfgate.catalog import METRICS
 from perfgate.cli import main
 from perfgate.method import METHOD_VERSION
 from perfgate.phase import PhaseResult, write_json_atomic
@@ -279,7 +280,7 @@ def test_cli_refresh_from_results_and_show(tmp_path, capsys, gate_pyproject):
     expected = {r.metric: r for r in sensitivity(load_baseline(path), load_gate_settings("cpu"), 3)}
     e2e = expected["p99_e2el_ms"]
     row = next(line.split() for line in out.splitlines() if line.split()[:1] == ["p99_e2el_ms"])
-    assert row[-3] == f"{e2e.margin * 100:+.0f}%" == "+5%"
+    assert row[-3] == f"{e2e.margin * 100:+.0f}%" == f"+{METRICS['p99_e2el_ms'].min_effect * 100:.0f}%"
     assert row[-2] == f"{e2e.detectable * 100:+.1f}%" and row[-1] == f"{e2e.false_alarm * 100:.2f}%"
     assert e2e.detectable > e2e.margin  # a 3-repeat run cannot resolve exactly the margin
     assert "request_throughput" not in out  # report-only (a duplicate of output_throughput): not gated

@@ -157,7 +157,7 @@ def test_summary_gate_section_states_the_rule_and_every_gated_verdict():
                                               (100, 102, 98, 101, 99, 100)))]
     baseline = baseline_from_phases(base)
     current = [_gate_phase(10 + r, "current", tput=t, p99_e2el=e, ttft=f, p50_e2el=1500 + r, batch=8.0)
-               for r, (t, e, f) in enumerate(zip((100.2, 99.8, 100.1), (3000, 3010, 2990), (100, 150, 70)))]
+               for r, (t, e, f) in enumerate(zip((100.2, 99.8, 100.1), (3000, 3010, 2990), (100, 300, 40)))]
     gate = compare(current, baseline, GateSettings(gpu_class="cpu"))
     verdicts = {r.metric: r.verdict for r in gate.rows}
     assert verdicts == {"p99_e2el_ms": "regressed", "median_ttft_ms": "inconclusive", "output_throughput": "pass",
