@@ -12,6 +12,7 @@ import pytest
 from perfgate._errors import ResultsDirError
 from perfgate.ab import BETTER, SAME, WORSE, ab_compare
 from perfgate.baseline import baseline_from_phases
+from perfgate.catalog import METRICS
 from perfgate.cli import main
 from perfgate.gate import compare
 from perfgate.phase import PhaseResult, write_json_atomic
@@ -179,13 +180,14 @@ def test_summary_gate_section_states_the_rule_and_every_gated_verdict():
     assert gated == [["| REGRESSED", "p99_e2el_ms"], ["| INCONCLUSIVE", "median_ttft_ms"], ["| PASS", "error_rate"],
                      ["| PASS", "output_throughput"]]  # worst first; report-only rows are not in the table
     regressed = next(line for line in lines if line.startswith("| REGRESSED |")).split(" | ")
-    assert regressed[2:5] == ["2,000 ms", "3,000 ms", "+50.0%"] and regressed[6] == "+5%"
+    margin = f"+{METRICS['p99_e2el_ms'].min_effect * 100:.0f}%"
+    assert regressed[2:5] == ["2,000 ms", "3,000 ms", "+50.0%"] and regressed[6] == margin
     moved = next(line for line in lines if line.startswith("Report-only figures"))
     assert "not gated" in moved and "p50_e2el_ms +46.4%" in moved and "running_batch_mean +100.0%" in moved
 
     # A smoke gate (the CPU path) lets an undecided run through and says it is a smoke test.
     unchanged = [_gate_phase(10 + r, "current", tput=t, p99_e2el=e, ttft=f, p50_e2el=1000.0, batch=4.0)
-                 for r, (t, e, f) in enumerate(zip((100.2, 99.8, 100.1), (2000, 2010, 1990), (100, 150, 70)))]
+                 for r, (t, e, f) in enumerate(zip((100.2, 99.8, 100.1), (2000, 2010, 1990), (100, 300, 40)))]
     smoke = compare(unchanged, baseline, GateSettings(gpu_class="cpu", smoke=True))
     assert smoke.status == "inconclusive" and smoke.passed
     md = render_summary(unchanged, gate_verdicts=[smoke])
