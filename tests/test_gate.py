@@ -10,7 +10,17 @@ import pytest
 from perfgate._errors import ConfigError
 from perfgate.baseline import baseline_from_phases
 from perfgate.catalog import GATED, METRICS
-from perfgate.gate import INCOMPARABLE, INCONCLUSIVE, INVALID, NEW, PASS, REGRESSED, REPORTED, compare, sensitivity
+from perfgate.gate import (
+    INCOMPARABLE,
+    INCONCLUSIVE,
+    INVALID,
+    NEW,
+    PASS,
+    REGRESSED,
+    REPORTED,
+    compare,
+    sensitivity,
+)
 from perfgate.gate_settings import GateSettings, load_gate_settings
 from perfgate.phase import PhaseResult
 from perfgate.stats import (

@@ -16,7 +16,13 @@ import pytest
 from perfgate.server import free_port
 from perfgate.telemetry import Telemetry, compute_efficiency, load_model_shape, write_timeline
 from perfgate.telemetry.efficiency import estimate_work
-from perfgate.telemetry.prometheus import MIN_GAUGE_SAMPLES, MetricsScraper, _sample_row, parse_metrics, summarize
+from perfgate.telemetry.prometheus import (
+    MIN_GAUGE_SAMPLES,
+    MetricsScraper,
+    _sample_row,
+    parse_metrics,
+    summarize,
+)
 
 
 def _exposition(engines: dict[str, dict[str, float]], kv_name: str = "vllm:kv_cache_usage_perc") -> str:
