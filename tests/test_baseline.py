@@ -341,3 +341,14 @@ def test_cli_refresh_refuses_a_run_whose_gate_did_not_pass(tmp_path, capsys, gat
     # The same runs with a passing gate merge (so the refusal above was the gate's status, nothing else).
     _save_run(bad, run_phases(2, seed=2, sessions=1, session_prefix="b", t0=5000.0), gate_status="pass")
     assert main(args) == 0 and load_baseline(bdir / "cpu" / "cpu-tiny" / "cpu-closed.json").repeats == 4
+
+
+def test_cli_show_lists_a_refused_old_baseline_among_the_others(tmp_path, capsys):
+    bdir = tmp_path / "baselines"
+    old = bdir / "h100" / "optimized" / "chat.json"
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps({"schema_version": 1, "gpu_class": "h100", "profile": "optimized", "scenario": "chat",
+                               "repeats": 3, "metrics": {}}))
+    assert main(["baselines", "--dir", str(bdir), "show"]) == 0
+    out = capsys.readouterr().out
+    assert "h100/optimized/chat: REFUSED" in out and "measurement method 1" in out and "--perfgate-update-baselines" in out

@@ -45,7 +45,11 @@ def run_show(args: argparse.Namespace) -> int:
         if args.filter not in key:
             continue
         shown += 1
-        b = load_baseline(path)
+        try:
+            b = load_baseline(path)
+        except BaselineError as exc:  # listed, not fatal: an old or broken file is one line among many
+            print(f"{key}: REFUSED: {exc.message} ({path})\n  fix: {exc.fix}")
+            continue
         print(f"{b.key}: {b.repeats} repeats, {b.gpu_model or b.gpu_class}, vLLM {b.vllm_version or '?'}, "
               f"written {b.created_at or '?'} ({path})")
         if not args.filter:
