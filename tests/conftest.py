@@ -315,3 +315,25 @@ def fault_tools():
                                  listening_sockets=listening_sockets, tiny_profile=tiny_profile,
                                  parse_junit=parse_junit, REPO=REPO, MARK_ENV=MARK_ENV,
                                  QUICK_SCENARIO=QUICK_SCENARIO)
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer():
+    """A small byte-level BPE tokenizer with a BOS and a chat template (merges across joins happen)."""
+    import random
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    rng = random.Random(4)
+    words = ["".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randint(1, 9))) for _ in range(3000)]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator([" ".join(words[i:i + 20]) for i in range(0, 3000, 20)],
+                            trainers.BpeTrainer(vocab_size=600, special_tokens=["<s>", "</s>"],
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>")
+    tok.chat_template = "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+    return tok

@@ -133,29 +133,11 @@ def test_request_specs_refuses_a_bare_stream_name(tokenizer) -> None:
 
 # --- shared prefix ----------------------------------------------------------------------------------------
 
-def bpe_tokenizer():
-    """A small byte-level BPE tokenizer with a BOS and a chat template (merges across joins happen)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    rng = random.Random(4)
-    words = ["".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randint(1, 9))) for _ in range(3000)]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator([" ".join(words[i:i + 20]) for i in range(0, 3000, 20)],
-                            trainers.BpeTrainer(vocab_size=600, special_tokens=["<s>", "</s>"],
-                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    bpe.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>")
-    tok.chat_template = "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
-    return tok
-
-
 @pytest.mark.parametrize("kind", ["word", "bpe"])
 @pytest.mark.parametrize("endpoint", ["/v1/completions", "/v1/chat/completions"])
-def test_shared_prefix_counts_exactly_and_is_shared_within_a_phase_only(tokenizer, kind: str, endpoint: str) -> None:
-    tok = tokenizer if kind == "word" else bpe_tokenizer()
+def test_shared_prefix_counts_exactly_and_is_shared_within_a_phase_only(tokenizer, bpe_tokenizer, kind: str,
+                                                                        endpoint: str) -> None:
+    tok = tokenizer if kind == "word" else bpe_tokenizer
     chat = endpoint.endswith("chat/completions")
     sc = scenario(endpoint=endpoint, prefix=32, prompt=Uniform(min=48, max=120))
     stream = PromptStream(0, "cafe0001", 0)
@@ -255,12 +237,12 @@ def test_prefix_cache_verdict() -> None:
     assert reason is None and "not checked (prefix caching off?)" in note
 
 
-def test_template_opening_is_allowed_but_not_more(tokenizer) -> None:
+def test_template_opening_is_allowed_but_not_more(tokenizer, bpe_tokenizer) -> None:
     """A chat template that opens every prompt alike (here with a default system prompt, as some do) is
     served from the cache in every request: that share is allowed on top of the declared prefix."""
     assert PromptBuilder(tokenizer, chat=False).opening_tokens() == 0
     assert PromptBuilder(tokenizer, chat=True).opening_tokens() == 2  # <|im_start|> user
-    assert PromptBuilder(bpe_tokenizer(), chat=False).opening_tokens() == 1  # the BOS
+    assert PromptBuilder(bpe_tokenizer, chat=False).opening_tokens() == 1  # the BOS
     tok = load_tokenizer("synthetic:tiny")
     tok.chat_template = "<|im_start|>system\n" + " ".join(["ba"] * 30) + "<|im_end|>\n" + tok.chat_template
     opening = PromptBuilder(tok, chat=True).opening_tokens()
