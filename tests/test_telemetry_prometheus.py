@@ -227,3 +227,15 @@ def test_too_few_gauge_samples_are_unavailable_not_a_reading() -> None:
         assert key not in res.metrics
         assert "too few" in res.unavailable_metrics[key]
     assert "kv_cache_usage_pct_peak" in summarize(snap, snap, rows + rows[:1]).metrics
+
+
+def test_a_timeline_row_parses_only_its_families_and_reads_the_same() -> None:
+    from perfgate.telemetry.prometheus import ROW_FAMILIES, only_families
+
+    before = parse_metrics(_exposition({"0": {**ZERO, "gen": 100, "done": 5}}), t=0.0)
+    text = _exposition({"0": {**ZERO, "running": 3, "waiting": 1, "kv": 0.25, "gen": 180, "done": 9, "flops": 4e12,
+                              "ttft_sum": 0.2}})
+    small = only_families(text, ROW_FAMILIES)
+    assert "time_to_first_token" not in small and "estimated_flops" not in small  # not parsed every tick
+    full_row, small_row = (_sample_row(parse_metrics(t, t=1.0), before) for t in (text, small))
+    assert small_row == full_row and small_row["running"] == 3 and small_row["generation_tokens"] == 80

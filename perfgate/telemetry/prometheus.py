@@ -114,6 +114,26 @@ class ServerMetricsResult:
     scrape_errors: list[str] = field(default_factory=list)
 
 
+# The families a timeline row reads. Each tick parses only these: prometheus_client's parser is pure Python,
+# and parsing vLLM's whole /metrics (dozens of histograms) in the sampling thread held the GIL long enough
+# to delay the load generator's sends by 100-350 ms on a 2-core machine (an open-loop CPU phase went INVALID).
+ROW_FAMILIES = RUNNING + WAITING + KV_USAGE + REQUEST_SUCCESS + GENERATION_TOKENS + PREEMPTIONS
+
+
+def only_families(text: str, families: tuple[str, ...]) -> str:
+    """The lines of a Prometheus text exposition that belong to ``families`` (names, counters without _total)."""
+    keep = []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            parts = line.split(" ", 3)
+            name = parts[2] if len(parts) > 2 else ""
+        else:
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name.startswith(families):
+            keep.append(line)
+    return "\n".join(keep) + "\n"
+
+
 def _sample_row(snap: Snapshot, before: Snapshot) -> dict[str, Any]:
     """The timeline row for one scrape: gauges, and counters as deltas since the window began."""
     kv = snap.gauge(KV_USAGE, combine="max")
@@ -274,8 +294,9 @@ class MetricsScraper:
         self._rows: list[dict[str, Any]] = []
         self._errors: list[str] = []
 
-    def scrape(self) -> Snapshot:
-        """One blocking scrape; ValueError with a plain-words cause for anything that is not vLLM's /metrics."""
+    def scrape(self, families: tuple[str, ...] | None = None) -> Snapshot:
+        """One blocking scrape (of ``families`` only, when given); ValueError with a plain-words cause for
+        anything that is not vLLM's /metrics."""
         assert self._client is not None, "start() first"
         sent = time.time()
         try:
@@ -286,7 +307,8 @@ class MetricsScraper:
             raise ValueError(f"{self.metrics_url} answered HTTP {resp.status_code}")
         received = time.time()
         try:
-            snap = parse_metrics(resp.text, (sent + received) / 2)  # gauges were read in between
+            text = resp.text if families is None else only_families(resp.text, families)
+            snap = parse_metrics(text, (sent + received) / 2)  # gauges were read in between
         except ValueError as exc:
             raise ValueError(f"{self.metrics_url} is not Prometheus text ({exc})") from None
         if not snap.is_vllm:
@@ -316,7 +338,7 @@ class MetricsScraper:
         next_tick = time.monotonic() + self.interval_s
         while not self._stop.wait(max(0.0, next_tick - time.monotonic())):
             try:
-                self._rows.append(_sample_row(self.scrape(), self._before))
+                self._rows.append(_sample_row(self.scrape(ROW_FAMILIES), self._before))
             except ValueError as exc:  # the server may be briefly busy or killed; keep sampling
                 self._errors.append(f"{time.time():.3f}: {exc}")
             # a slow scrape skips ticks instead of firing a burst to catch up
