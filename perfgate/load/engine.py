@@ -98,9 +98,8 @@ def request_specs(scenario: Scenario, builder: PromptBuilder, model: str, stream
 
     The LENGTHS (prompt and output tokens of request i) come from the seed and ``name`` alone (not the nonce
     or the repeat), so every repeat and every run of a scenario is the same workload with other text. Drawn
-    per repeat, they
-    made the workload itself vary: on an H200, open-loop chat (outputs 32-512 tokens, 120 requests) showed
-    4.9 % repeat-to-repeat CV in output throughput and 9.2 % in median E2E from the length draw alone.
+    per repeat, they made the workload itself vary: on an H200, open-loop chat (outputs 32-512 tokens, 120
+    requests) showed 4.9 % repeat-to-repeat CV in output throughput and 9.2 % in median E2E from that alone.
     """
     if not isinstance(stream, PromptStream):
         raise TypeError(f"request_specs needs a PromptStream, not {type(stream).__name__} "
