@@ -15,17 +15,17 @@ that margin says so.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from perfgate._errors import ConfigError, DoctorError, PerfgateError
 from perfgate.hardware import classify, known_class_keys
 from perfgate.hardware import gpu_class as lookup_gpu_class
+from perfgate.models import resolve_model
+from perfgate.models.shape import ModelShape, read_model_shape
 from perfgate.profile import Profile
 
 GiB = 1024**3
@@ -39,80 +39,6 @@ _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4
 # scales whose size the doctor does not model, so they are refused rather than guessed.
 _KV_DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp8_inc": 1,
                    "fp8_per_token_head": 1, "int8_per_token_head": 1}
-
-
-@dataclass
-class ModelShape:
-    """What the KV and weight arithmetic needs from a Hugging Face config.json (dense decoders)."""
-
-    path: str
-    layers: int
-    kv_heads: int
-    heads: int
-    head_dim: int
-    hidden: int
-    intermediate: int
-    vocab: int
-    tied_embeddings: bool
-    max_positions: int
-    dtype: str
-    params: int
-
-    @classmethod
-    def from_dir(cls, model_dir: Path) -> ModelShape:
-        path = Path(model_dir) / "config.json"
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError("model directory has no config.json", source=str(model_dir),
-                              fix="point the profile's `model` at a Hugging Face model directory") from None
-        except ValueError as exc:
-            raise ConfigError(f"config.json is not valid JSON: {exc}", source=str(path)) from None
-        config = config.get("text_config", config)  # multimodal wrappers keep the decoder here
-        if "kv_lora_rank" in config:
-            raise PerfgateError("the doctor does not model MLA attention (DeepSeek-style kv_lora_rank)",
-                                source=str(path), fix="check KV capacity in vLLM's start-up log instead")
-        try:
-            heads = int(config["num_attention_heads"])
-            hidden = int(config["hidden_size"])
-            shape = cls(
-                path=str(path),
-                layers=int(config["num_hidden_layers"]),
-                kv_heads=int(config.get("num_key_value_heads") or heads),
-                heads=heads,
-                head_dim=int(config.get("head_dim") or hidden // heads),
-                hidden=hidden,
-                intermediate=int(config.get("intermediate_size") or 4 * hidden),
-                vocab=int(config["vocab_size"]),
-                tied_embeddings=bool(config.get("tie_word_embeddings", False)),
-                max_positions=int(config.get("max_position_embeddings") or 0),
-                dtype=str(config.get("torch_dtype") or config.get("dtype") or "bfloat16"),
-                params=0,
-            )
-        except KeyError as exc:
-            raise ConfigError(f"config.json lacks {exc.args[0]!r}, which the KV arithmetic needs",
-                              source=str(path), fix="use the model's own config.json") from None
-        experts = int(config.get("num_experts") or config.get("num_local_experts") or 0)
-        shape.params = _param_count(shape, config, experts)
-        return shape
-
-
-def _param_count(s: ModelShape, config: dict[str, Any], experts: int) -> int:
-    """Parameters of a Llama/Qwen-style decoder (Qwen3-4B: 4.02 B), for dummy weights that have no files."""
-    q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
-    attention = s.hidden * q + 2 * s.hidden * kv + q * s.hidden
-    if config.get("attention_bias"):
-        attention += q + 2 * kv
-    if config.get("model_type") in ("qwen3", "qwen3_moe"):
-        attention += 2 * s.head_dim  # q_norm and k_norm
-    if experts:
-        moe_inter = int(config.get("moe_intermediate_size") or s.intermediate)
-        mlp = experts * 3 * s.hidden * moe_inter + experts * s.hidden
-    else:
-        mlp = 3 * s.hidden * s.intermediate  # gate, up, down
-    per_layer = attention + mlp + 2 * s.hidden  # + two RMSNorms
-    embeddings = s.vocab * s.hidden * (1 if s.tied_embeddings else 2)
-    return embeddings + s.layers * per_layer + s.hidden
 
 
 @dataclass
@@ -166,7 +92,8 @@ def _int_flag(profile: Profile, key: str, default: int | None) -> int | None:
     return int(float(m.group(1)) * mult)
 
 
-def _resolve_dtypes(profile: Profile, shape: ModelShape) -> tuple[str, int, str, int]:
+def resolve_dtypes(profile: Profile, shape: ModelShape) -> tuple[str, int, str, int]:
+    """(weight dtype, its bytes, KV dtype, its bytes) the profile serves the model with."""
     dtype = str(profile.flags.get("dtype", "auto")).lower()
     if dtype == "auto":
         dtype = shape.dtype.replace("torch.", "")
@@ -239,8 +166,8 @@ def activation_reserve(shape: ModelShape, profile: Profile, memory_bytes: int, d
 def diagnose(profile: Profile, model_dir: Path | str, gpu_memory_gib: float | None = None,
              gpu_class: str | None = None) -> DoctorReport:
     """The KV arithmetic for ``profile`` serving the model in ``model_dir``; never raises for a misfit."""
-    shape = ModelShape.from_dir(Path(model_dir))
-    _, dtype_bytes, kv_dtype, kv_bytes = _resolve_dtypes(profile, shape)
+    shape = read_model_shape(Path(model_dir))
+    _, dtype_bytes, kv_dtype, kv_bytes = resolve_dtypes(profile, shape)
     per_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * kv_bytes
     max_len = _int_flag(profile, "max-model-len", shape.max_positions) or shape.max_positions
     block = _int_flag(profile, "block-size", DEFAULT_BLOCK_SIZE) or DEFAULT_BLOCK_SIZE
@@ -317,8 +244,6 @@ def _mem_available() -> int | None:
 
 def model_dir_for(profile: Profile) -> Path:
     """The local directory holding the profile's config.json (writes a synthetic model if needed)."""
-    from perfgate.models import resolve_model
-
     resolved = resolve_model(profile.model)
     path = Path(resolved)
     if path.is_dir():

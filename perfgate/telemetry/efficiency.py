@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perfgate._errors import ConfigError
 from perfgate.hardware import gpu_class as lookup_gpu_class
-
-_DTYPE_BYTES = {"bfloat16": 2.0, "float16": 2.0, "half": 2.0, "float32": 4.0, "float": 4.0,
-                "fp8": 1.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0}
+from perfgate.models.shape import ModelShape
+from perfgate.models.shape import model_shape as shared_model_shape
 
 
 @dataclass
@@ -48,57 +48,16 @@ class EfficiencyResult:
     details: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class ModelShape:
-    """What the estimate needs from a dense decoder's config.json."""
-
-    hidden: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    intermediate: int
-    vocab: int
-    dtype_bytes: float
-
-    @property
-    def layer_params(self) -> float:
-        """Matmul parameters of the decoder layers (q, k, v, o and the gated MLP; norms are noise)."""
-        attn = self.hidden * self.heads * self.head_dim * 2 + self.hidden * self.kv_heads * self.head_dim * 2
-        mlp = 3 * self.hidden * self.intermediate  # gate, up, down
-        return float(self.layers * (attn + mlp))
-
-    @property
-    def lm_head_params(self) -> float:
-        return float(self.vocab * self.hidden)
-
-    @property
-    def weight_bytes_per_step(self) -> float:
-        """Weights every engine step streams (the embedding table is only gathered, so not counted)."""
-        return (self.layer_params + self.lm_head_params) * self.dtype_bytes
-
-    @property
-    def kv_bytes_per_token(self) -> float:
-        return 2.0 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes
-
-
 def model_shape(config: dict[str, Any], dtype: str | None = None) -> ModelShape:
-    """Read a HF ``config.json`` dict; ValueError naming what is missing or unsupported."""
-    cfg = config.get("text_config", config)  # multimodal wrappers keep the LM under text_config
-    if any(k in cfg for k in ("num_experts", "num_local_experts", "n_routed_experts")):
-        raise ValueError("mixture-of-experts configs are not estimated (active parameters vary per token)")
+    """The shared config reader (``perfgate.models.shape``), refusing mixture-of-experts configs (their
+    active parameters vary per token); ValueError naming what is missing or unsupported."""
     try:
-        hidden, layers, heads = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]
-        intermediate, vocab = cfg["intermediate_size"], cfg["vocab_size"]
-    except KeyError as exc:
-        raise ValueError(f"config.json has no {exc.args[0]}") from None
-    dtype_name = str(dtype or cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16").replace("torch.", "")
-    if dtype_name not in _DTYPE_BYTES:
-        raise ValueError(f"unknown dtype {dtype_name!r} (known: {', '.join(_DTYPE_BYTES)})")
-    return ModelShape(hidden=hidden, layers=layers, heads=heads,
-                      kv_heads=cfg.get("num_key_value_heads") or heads,
-                      head_dim=cfg.get("head_dim") or hidden // heads,
-                      intermediate=intermediate, vocab=vocab, dtype_bytes=_DTYPE_BYTES[dtype_name])
+        shape = shared_model_shape(config, dtype)
+    except ConfigError as exc:
+        raise ValueError(exc.message) from None
+    if shape.experts:
+        raise ValueError("mixture-of-experts configs are not estimated (active parameters vary per token)")
+    return shape
 
 
 def load_model_shape(model_dir: str | Path, dtype: str | None = None) -> ModelShape:
