@@ -31,6 +31,10 @@ Kind = Literal["throughput", "latency", "error", "memory", "environment", "occup
                "efficiency"]
 
 
+# Sources read from the GPU itself: on a GPU run their absence is a failure, not a skip.
+GPU_SOURCES: tuple[str, ...] = ("nvml",)
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     key: str
@@ -44,6 +48,12 @@ class MetricSpec:
     floor: float = 0.0  # smallest absolute worsening that is a regression, in the metric's unit
     key_metric: bool = False  # in the summary's table of key figures
     duplicate_of: str | None = None  # same figure as another key (reported, never gated twice)
+
+    @property
+    def needs_gpu(self) -> bool:
+        """Read from the GPU (NVML). Missing on a GPU run means the runner's telemetry failed: a check of it
+        then fails with the reason (gate and SLOs), never passes as skipped."""
+        return self.source in GPU_SOURCES
 
 
 def _latency(kind: str, doc: str, gated: dict[str, float], key: tuple[str, ...] = (),
