@@ -230,7 +230,7 @@ class PhaseRunner:
     # -- verdicts ------------------------------------------------------------------------------------
     def assert_slos(self, phase: PhaseResult):
         """Fail with one table (metric, bound, worst repeat, margin) unless every SLO holds in every repeat."""
-        from perfgate.slo import load_slos
+        from perfgate.slo_files import load_slos
 
         try:
             slos = load_slos(phase.gpu_class, phase.profile, phase.scenario)

@@ -243,7 +243,8 @@ def test_dying_servers_5xx_are_counted_per_class_and_fail_the_error_rate_slo(fau
     from collections import Counter
 
     from perfgate.phase import PhaseResult
-    from perfgate.slo import FAIL, load_slos
+    from perfgate.slo import FAIL
+    from perfgate.slo_files import load_slos
 
     _, result = faulted_session
     phase = PhaseResult.from_dict(_phase(result.results_dir, "fault-a__fault-kill__r0"))

@@ -17,7 +17,7 @@ from perfgate.cli import main
 from perfgate.gate import compare
 from perfgate.phase import PhaseResult, write_json_atomic
 from perfgate.report import check_results_dir, read_phase_results, write_report
-from perfgate.slo import load_slos
+from perfgate.slo_files import load_slos
 
 REPO = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -10,7 +10,8 @@ import pytest
 from perfgate._errors import ConfigError
 from perfgate.method import METHOD_VERSION
 from perfgate.phase import PhaseResult
-from perfgate.slo import FAIL, PASS, SKIP, load_slos
+from perfgate.slo import FAIL, PASS, SKIP
+from perfgate.slo_files import load_slos
 
 REPO = Path(__file__).resolve().parent.parent
 SLOS = REPO / "slos"

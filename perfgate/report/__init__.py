@@ -152,7 +152,7 @@ def write_run_report(session: Any) -> ReportFiles:
     """
     from perfgate._errors import PerfgateError
     from perfgate.baseline import find_baseline
-    from perfgate.slo import load_slos
+    from perfgate.slo_files import load_slos
 
     slo, gate, ab = [], [], []
     for entry in session.verdicts.values():
