@@ -9,12 +9,18 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 from pathlib import Path
 
 import pytest
 
 from perfgate._errors import PerfgateError
+from perfgate.builds import unavailable_reason
+from perfgate.gpu_guard import GPU_MARKER, allowed_skip_reason, gpu_request, no_gpu_message
+from perfgate.gpu_holders import reap_stale
+from perfgate.profile import load_profile
 from perfgate.session import PerfgateSession
+from perfgate.sigint import restore_sigint
 
 DEFAULT_GPU_PROFILES = ("defaults", "optimized")
 DEFAULT_CPU_PROFILES = ("cpu-tiny",)
@@ -45,6 +51,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="GPU memory for the KV doctor when NVML cannot tell (e.g. 24GiB)")
     group.addoption("--perfgate-allow-incomparable", action="store_true", dest="perfgate_allow_incomparable",
                     help="do not fail when the baseline comes from another GPU or vLLM version")
+    group.addoption("--perfgate-allow-no-gpu", action="store_true", dest="perfgate_allow_no_gpu",
+                    help="skip (not fail) GPU tests asked for with -m gpu or a CUDA --profile when no GPU is usable")
+    group.addoption("--perfgate-reap-stale", action="store_true", dest="perfgate_reap_stale",
+                    help="at start, stop perfgate servers leaked by runs that are gone (only those)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -74,6 +84,11 @@ def pytest_configure(config: pytest.Config) -> None:
     results = config.getoption("perfgate_results_dir") or os.environ.get("PERFGATE_RESULTS_DIR")
     session.results_dir = Path(results) if results else Path(config.rootpath) / "results" / session.run_id
     config.perfgate = session  # type: ignore[attr-defined]
+    # A background job of a script inherits SIGINT ignored; `kill -INT` must still stop the run
+    # (PERFGATE_KEEP_SIGINT_IGNORED=1 keeps it ignored).
+    restore_sigint()
+    if config.getoption("perfgate_reap_stale") and getattr(config, "workerinput", None) is None:
+        reap_stale(lambda line: print(line, file=sys.stderr))
     # SIGTERM (CI cancelling a job) must run the same teardown as Ctrl-C: servers reaped, results written.
     if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _sigterm_as_keyboard_interrupt)
@@ -113,6 +128,32 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                 AttachedServer(url, api_key=config.perfgate.api_key).check()  # type: ignore[attr-defined]
         except PerfgateError as exc:
             raise pytest.UsageError(config.perfgate.redact(str(exc))) from None  # type: ignore[attr-defined]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """GPU tests asked for (-m gpu, a CUDA --profile) where no GPU is usable fail the session with the
+    cause, before anything starts; --perfgate-allow-no-gpu skips them instead (rule: perfgate/gpu_guard.py)."""
+    config = session.config
+    if config.option.collectonly or config.getoption("perfgate_vllm_url"):
+        return
+    gpu_items = [item for item in session.items if item.get_closest_marker(GPU_MARKER) is not None]
+    if not gpu_items:
+        return
+    asked = gpu_request(config.getoption("markexpr") or "", config.getoption("perfgate_profiles"), _is_cuda_profile)
+    if asked is None or (reason := unavailable_reason("cuda")) is None:
+        return
+    if config.getoption("perfgate_allow_no_gpu"):
+        for item in gpu_items:
+            item.add_marker(pytest.mark.skip(reason=allowed_skip_reason(reason)))
+        return
+    raise pytest.UsageError(no_gpu_message(asked, len(gpu_items), reason))
+
+
+def _is_cuda_profile(name: str) -> bool:
+    try:
+        return load_profile(name).platform == "cuda"
+    except PerfgateError:
+        return False  # a bad profile name is reported by the server fixture, with its fix
 
 
 def profiles_for(metafunc_or_item, config: pytest.Config) -> list[str]:

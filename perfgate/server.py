@@ -22,8 +22,12 @@ from typing import Protocol
 
 import httpx
 
+from perfgate import watchdog
 from perfgate._errors import ServerError
+from perfgate.gpu_holders import check_gpu_free, start_failure_fix
 from perfgate.profile import Profile
+from perfgate.watchdog import OWNER_ENV, RUN_ID_ENV
+from perfgate.watchdog import start_ticks as _start_ticks
 
 _LIVE: set[VllmServer] = set()
 # Session ids of the servers started by this interpreter (each starts its own session). vLLM renames its
@@ -171,7 +175,10 @@ class VllmServer:
             raise ServerError(f"port {self.port} on {self.host} is already in use",
                               source=f"profile {self.profile.name}",
                               fix="stop whatever listens there, or let perfgate pick a free port")
-        env = {**os.environ, **self.profile.env, **self._extra_env}
+        check_gpu_free(self.profile)  # before vLLM runs: a held GPU is refused with who holds it
+        owner = os.getpid()
+        env = {**os.environ, **self.profile.env, **self._extra_env,
+               OWNER_ENV: f"{owner}:{_start_ticks(owner) or 0}"}
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("PYTHONUNBUFFERED", "1")
         if self._api_key:
@@ -181,7 +188,10 @@ class VllmServer:
             log.write(f"# perfgate: profile {self.profile.name}\n# {' '.join(self.command)}\n".encode())
             log.flush()
             self.started_at = time.monotonic()
-            self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
+            # The watchdog stops the server when this process dies in any way (SIGKILL included).
+            argv = self.command if os.environ.get(watchdog.NO_WATCHDOG_ENV) == "1" else watchdog.command(
+                owner, self.command)
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         _LIVE.add(self)
         _SESSIONS[self.proc.pid] = _start_ticks(self.proc.pid) or 0
@@ -201,7 +211,7 @@ class VllmServer:
                         f"vLLM exited with code {code} during start-up{_why(self.log_path)}",
                         source=f"profile {self.profile.name}", log_tail=self.log_tail(30),
                         log_path=str(self.log_path),
-                        fix="read vLLM's own error above; `perfgate lint` / `perfgate doctor` the profile")
+                        fix=start_failure_fix(self.log_tail(400)))
                 self.pids()  # remember the engine processes while they are easy to find
                 try:
                     if client.get(self.base_url + "/health").status_code == 200:
@@ -354,9 +364,6 @@ def _stop_all() -> None:
         server.stop(grace_s=10.0)
 
 
-RUN_ID_ENV = "PERFGATE_RUN_ID"
-
-
 def leftover_processes(run_id: str) -> set[int]:
     """Live processes launched by this run (marked with PERFGATE_RUN_ID in their environment).
 
@@ -385,15 +392,6 @@ def leftover_processes(run_id: str) -> set[int]:
         if ours and _pid_alive(int(entry)):
             found.add(int(entry))
     return found
-
-
-def _start_ticks(pid: int) -> int | None:
-    """When ``pid`` started (clock ticks since boot, /proc/<pid>/stat field 22), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return int(fh.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def reap(pids: set[int]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from perfgate._errors import ConfigError, InvalidRunError, ServerError
+from perfgate.sigint import restore_sigint
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    restore_sigint()  # `kill -INT` stops a bench started as a script's background job too
     from perfgate.scenario import load_scenario, scenario_from_flags
 
     goodput = _parse_goodput(args.goodput)

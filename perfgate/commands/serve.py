@@ -1,7 +1,9 @@
 """``perfgate serve PROFILE``: start vLLM exactly as the suite would (lint, doctor, model), then wait.
 
-For `--vllm-url` sessions, `perfgate bench` and Locust against a profile's server; Ctrl-C (or SIGTERM)
-stops the whole process tree.
+For `--vllm-url` sessions, `perfgate bench` and Locust against a profile's server; Ctrl-C, ``kill -INT``
+(even from a script's background job, see perfgate/sigint.py) or SIGTERM stops the whole process tree, and
+if perfgate itself is killed (SIGKILL included) the server's watchdog stops it. ``--reap-stale`` first
+stops perfgate servers leaked by runs that are gone (and only those); without a profile it only does that.
 """
 
 from __future__ import annotations
@@ -12,18 +14,32 @@ import sys
 import time
 from pathlib import Path
 
+from perfgate._errors import ConfigError
+from perfgate.gpu_holders import reap_stale
+from perfgate.sigint import restore_sigint
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="start vLLM with a launch profile (linted, KV-checked) and keep it up")
-    p.add_argument("profile")
+    p.add_argument("profile", nargs="?", help="launch profile (optional with --reap-stale)")
     p.add_argument("--port", type=int, default=None, help="default: a free port")
     p.add_argument("--log", type=Path, default=None, help="server log (default: results/serve-<profile>.log)")
     p.add_argument("--gpu-memory", default=None, help="GPU memory for the doctor when NVML cannot tell")
     p.add_argument("--ready-file", type=Path, default=None, help="write the base URL here once healthy")
+    p.add_argument("--reap-stale", action="store_true",
+                   help="first stop perfgate servers whose run is gone (leaked by a killed run), only those")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    restore_sigint()
+    if args.reap_stale:
+        reap_stale(lambda line: print(line, file=sys.stderr))
+        if args.profile is None:
+            return 0
+    if args.profile is None:
+        raise ConfigError("perfgate serve needs a profile", fix="perfgate serve PROFILE (profiles/ lists them), "
+                                                                "or perfgate serve --reap-stale alone")
     from perfgate.doctor import check as doctor_check
     from perfgate.hardware import parse_memory
     from perfgate.lint import lint_profile
