@@ -12,6 +12,9 @@ py=${PYTHON:-python3}
 ready=/tmp/perfgate-serve-ready; rm -f "$ready"
 $py -m perfgate serve "$profile" --ready-file "$ready" --log /tmp/perfgate-serve.log > /dev/null 2> "$out/serve-$profile.txt" &
 serve=$!
+# SIGTERM, not SIGINT: this background job inherits SIGINT ignored (perfgate restores it, but only once it
+# runs). If this script is killed, perfgate's watchdog still stops the server when perfgate goes.
+trap 'kill -TERM $serve 2>/dev/null' EXIT
 for _ in $(seq 600); do [ -s "$ready" ] && break; kill -0 $serve 2>/dev/null || break; sleep 1; done
 url=$(cat "$ready" 2>/dev/null) || { echo "server did not start"; tail -20 "$out/serve-$profile.txt"; exit 1; }
 model=$($py -c "from perfgate.profile import load_profile; print(load_profile('$profile').served_model_name)")
@@ -23,7 +26,7 @@ vb /tmp/acc-warm.json
 vb "$out/accuracy-vllm-a.json"
 $py -m perfgate bench --base-url "$url" --model "$model" --tokenizer "$tok" "${work[@]}" --result-file "$out/accuracy-perfgate.json" > /dev/null 2>&1
 vb "$out/accuracy-vllm-b.json"
-kill -INT $serve
+kill -TERM $serve
 for _ in $(seq 60); do kill -0 $serve 2>/dev/null || break; sleep 1; done; kill -9 $serve 2>/dev/null
 $py - "$out" <<'PY'
 import json, sys

@@ -6,6 +6,8 @@
 #   bash scripts/gpu-sensitivity.sh start PROFILE [--knob FLAG=VALUE ...]
 #   bash scripts/gpu-sensitivity.sh wait SECONDS
 #   bash scripts/gpu-sensitivity.sh collect DIR
+#   bash scripts/gpu-sensitivity.sh stop        (SIGTERM to the job's session; perfgate's watchdog then
+#                                                 stops any vLLM server it started, within seconds)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 work=/tmp/sensitivity
@@ -20,6 +22,7 @@ case "${1:-}" in
     nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit --format=csv > "$work/gpu.txt" 2>&1
     setsid nohup bash -c "python3 benchmarks/sensitivity.py run --profile $profile --out $work/out $*; \
       echo \"exit \$?\" > $work/done" > "$work/progress.log" 2>&1 < /dev/null &
+    echo $! > "$work/pid"  # setsid: this pid leads the job's session and process group
     echo "started (pid $!); progress in $work/progress.log"
     ;;
   wait)
@@ -36,5 +39,11 @@ case "${1:-}" in
     tar -czf "$dest/baselines.tgz" -C "$copy" baselines
     ls -la "$dest"
     ;;
-  *) echo "usage: gpu-sensitivity.sh start PROFILE [--knob ...] | wait SECONDS | collect DIR" >&2; exit 2 ;;
+  stop)
+    pid=$(cat "$work/pid" 2>/dev/null) || { echo "no job recorded in $work/pid"; exit 1; }
+    kill -TERM -- "-$pid" 2>/dev/null || echo "job $pid is not running"
+    for _ in $(seq 60); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 1; done
+    kill -KILL -- "-$pid" 2>/dev/null  # what ignored SIGTERM for 60 s; the watchdog stops its server
+    ;;
+  *) echo "usage: gpu-sensitivity.sh start PROFILE [--knob ...] | wait SECONDS | collect DIR | stop" >&2; exit 2 ;;
 esac

@@ -17,10 +17,15 @@ mkdir -p "$results"
   $py -m perfgate doctor "$profile"
 } > "$out/doctor-$profile.txt" 2>&1
 start=$(date +%s)
+# In the background with SIGINT/SIGTERM passed on as SIGTERM: a foreground pytest never sees a signal sent
+# to this script, and this script may itself be a non-interactive background job (SIGINT ignored).
 $py -m pytest perf_tests -m gpu --profile "$profile" \
   --perfgate-results-dir "$results" --junitxml "$results/junit.xml" -p no:cacheprovider "$@" \
-  > "$out/pytest-$profile.log" 2>&1
-rc=$?
+  > "$out/pytest-$profile.log" 2>&1 &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null' INT TERM
+while :; do wait $pid; rc=$?; kill -0 $pid 2>/dev/null || break; done
+trap - INT TERM
 echo "pytest exit $rc, wall $(( $(date +%s) - start )) s" >> "$out/pytest-$profile.log"
 grep -h "KV cache\|GPU KV cache size\|Maximum concurrency\|Loading weights took\|Model loading took\|init engine" \
   "$results"/servers/*.log > "$out/vllm-facts-$profile.txt" 2>/dev/null

@@ -192,6 +192,8 @@ def fake_pytest(repo: Path) -> Path:
     fake.write_text(f'#!/bin/sh\nexec {sys.executable} -c "import json,sys; '
                     f'json.dump(sys.argv[1:], open({str(argv_file)!r}, \'w\'))" "$@"\n')
     fake.chmod(0o755)
+    (repo / "scripts").mkdir(exist_ok=True)  # the steps run pytest through scripts/stoppable.sh
+    shutil.copy(REPO / "scripts" / "stoppable.sh", repo / "scripts" / "stoppable.sh")
     return argv_file
 
 
@@ -304,7 +306,8 @@ def test_pr_gate_jobs() -> None:
     assert cpu["runs-on"] == "ubuntu-latest"
     scripts = "\n".join(s.get("run", "") for s in cpu["steps"])
     assert re.search(r"^bash scripts/setup\.sh$", scripts, re.MULTILINE), "the README's CPU install"
-    assert re.search(r"^\.venv/bin/pytest( |$)", scripts, re.MULTILINE), "own tests + CPU path"
+    assert re.search(r"^exec bash scripts/stoppable\.sh -- \.venv/bin/pytest( |$)", scripts, re.MULTILINE), \
+        "own tests + CPU path, run so that a cancel reaches pytest"
     assert steps_using(cpu, "actions/upload-artifact")[0]["if"] == "always()"
     gpu = jobs["gpu-suite"]
     assert gpu["needs"] == "changes" and "needs.changes.outputs.gpu == 'true'" in gpu["if"]
@@ -489,3 +492,17 @@ def test_refresh_opens_no_pr_when_nothing_changed_or_the_run_failed() -> None:
     # `if:` without a status function implies success() of `refresh`.
     assert "if" not in step(refresh, "Before/after diff for the PR body")
     assert wf["jobs"]["open-pr"]["if"] == "needs.refresh.outputs.changed != '0'"
+
+
+def test_every_pytest_step_runs_so_that_a_cancel_reaches_pytest() -> None:
+    """GitHub cancels a step by signalling its shell only; a foreground pytest would never hear it and a
+    SIGKILLed shell would orphan it. Each suite step execs scripts/stoppable.sh (which forwards SIGTERM)."""
+    found = 0
+    for name, job_id, job in all_jobs():
+        for s in job["steps"]:
+            for line in s.get("run", "").splitlines():
+                if re.search(r"(^|\s)\.venv/bin/pytest\s", line):
+                    found += 1
+                    assert "scripts/stoppable.sh" in s["run"] and re.search(
+                        r"^\s*exec bash scripts/stoppable\.sh ", s["run"], re.MULTILINE), f"{name}/{job_id}: {line}"
+    assert found >= 4  # nightly, pr-gate (CPU and GPU), refresh
