@@ -2,7 +2,7 @@
 # Sets up a fresh machine for perfgate: a virtual environment in .venv with perfgate, its test
 # dependencies and real vLLM.
 #   bash scripts/setup.sh          # vLLM's CPU build (no GPU needed; what CI and laptops use)
-#   bash scripts/setup.sh gpu      # vLLM's CUDA build, for a GPU runner
+#   bash scripts/setup.sh gpu      # vLLM's CUDA build pinned by constraints/gpu.txt, for a GPU runner
 # Re-running is cheap: pip skips what is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,9 @@ case "$flavour" in
     "${pip[@]}" -e ".[dev]" torch==2.13.0
     ;;
   gpu)
-    "${pip[@]}" -e ".[gpu,dev]"
+    # The vLLM the committed GPU baselines were recorded on (constraints/gpu.txt), not the newest release;
+    # the upgrade-check workflow tries a newer one and bumps the pin in a PR.
+    "${pip[@]}" -e ".[gpu,dev]" -c constraints/gpu.txt
     ;;
   *) echo "usage: bash scripts/setup.sh [cpu|gpu]" >&2; exit 2 ;;
 esac
