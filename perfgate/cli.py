@@ -14,7 +14,7 @@ from perfgate._errors import PerfgateError
 
 # name -> module under perfgate.commands; each module has `register(subparsers)` which adds its parser
 # and sets `func` (args -> int exit code).
-COMMANDS = ("profiles", "lint", "doctor", "model", "serve", "bench", "baselines", "ab", "metrics",
+COMMANDS = ("profiles", "lint", "doctor", "slos", "model", "serve", "bench", "baselines", "ab", "metrics",
             "junit_check")  # junit_check registers `perfgate junit-check`
 
 

@@ -57,6 +57,7 @@ class DoctorReport:
     full_requests: int  # whole max-model-len requests that fit, block-rounded
     weight_bytes: int = 0
     memory_bytes: int = 0
+    gpu_class: str | None = None  # given, or found by NVML; None on the CPU or for memory given by hand
     lines: list[str] = field(default_factory=list)  # the arithmetic, one step a line
     notes: list[str] = field(default_factory=list)
 
@@ -78,7 +79,7 @@ def _gib(n: float) -> str:
     return f"{n / GiB:,.2f} GiB"
 
 
-def _int_flag(profile: Profile, key: str, default: int | None) -> int | None:
+def int_flag(profile: Profile, key: str, default: int | None) -> int | None:
     value = profile.flags.get(key, profile.flags.get(key.replace("-", "_")))
     if value is None or str(value).lower() in ("auto", "-1", "none"):
         return default
@@ -154,8 +155,8 @@ def activation_reserve(shape: ModelShape, profile: Profile, memory_bytes: int, d
     """Peak non-weight, non-KV memory of vLLM's profiling run (see the module docstring)."""
     # vLLM's defaults for the API server depend on the card: >= 70 GiB (H100/H200) 8192 tokens / 1024 seqs.
     big = memory_bytes >= 70 * GiB
-    tokens = _int_flag(profile, "max-num-batched-tokens", 8192 if big else 2048) or 2048
-    seqs = _int_flag(profile, "max-num-seqs", 1024 if big else 256) or 256
+    tokens = int_flag(profile, "max-num-batched-tokens", 8192 if big else 2048) or 2048
+    seqs = int_flag(profile, "max-num-seqs", 1024 if big else 256) or 256
     forward = tokens * (3 * shape.intermediate + 4 * shape.hidden) * dtype_bytes  # MLP gate/up/act + residuals
     sampler = seqs * shape.vocab * 4 * 2  # float32 logits and probabilities
     total = forward + sampler + FIXED_RESERVE_BYTES
@@ -169,13 +170,14 @@ def diagnose(profile: Profile, model_dir: Path | str, gpu_memory_gib: float | No
     shape = read_model_shape(Path(model_dir))
     _, dtype_bytes, kv_dtype, kv_bytes = resolve_dtypes(profile, shape)
     per_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * kv_bytes
-    max_len = _int_flag(profile, "max-model-len", shape.max_positions) or shape.max_positions
-    block = _int_flag(profile, "block-size", DEFAULT_BLOCK_SIZE) or DEFAULT_BLOCK_SIZE
+    max_len = int_flag(profile, "max-model-len", shape.max_positions) or shape.max_positions
+    block = int_flag(profile, "block-size", DEFAULT_BLOCK_SIZE) or DEFAULT_BLOCK_SIZE
     lines = [(f"KV per token: 2 (K,V) x {shape.layers} layers x {shape.kv_heads} KV heads x {shape.head_dim} "
               f"head dim x {kv_bytes} B ({kv_dtype}) = {per_token:,} B ({per_token / 1024:g} KiB)")]
     notes: list[str] = []
     weights = memory = 0
-    explicit = _int_flag(profile, "kv-cache-memory-bytes", None)
+    found_class: str | None = None
+    explicit = int_flag(profile, "kv-cache-memory-bytes", None)
     if profile.platform == "cpu":
         space = profile.env.get("VLLM_CPU_KVCACHE_SPACE")
         if explicit is not None:
@@ -229,7 +231,8 @@ def diagnose(profile: Profile, model_dir: Path | str, gpu_memory_gib: float | No
                         platform=profile.platform, model_dir=str(model_dir), max_model_len=max_len,
                         kv_dtype=kv_dtype, kv_bytes_per_token=per_token, kv_cache_bytes=kv_cache,
                         block_size=block, num_blocks=blocks, kv_tokens=tokens, max_concurrency=tokens / max_len,
-                        full_requests=full, weight_bytes=weights, memory_bytes=memory, lines=lines, notes=notes)
+                        full_requests=full, weight_bytes=weights, memory_bytes=memory, gpu_class=found_class,
+                        lines=lines, notes=notes)
 
 
 def _mem_available() -> int | None:

@@ -274,6 +274,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
                       f"median ttft {m.get('median_ttft_ms', float('nan')):.0f} ms, "
                       f"prefix-cache hits {'-' if hits is None else f'{hits:.1f}%'}{flag}")
     for key, entry in pg.verdicts.items():
+        if entry.get("slo") is not None:  # says PROVISIONAL when the bounds are not reviewed yet
+            tr.write_line(entry["slo"].headline(), yellow=entry["slo"].provisional)
         if entry.get("gate") is not None:
             tr.write_line(entry["gate"].headline())
         if entry.get("baseline_diff"):

@@ -115,14 +115,17 @@ class SloVerdict:
     def skipped(self) -> list[SloRow]:
         return [r for r in self.rows if r.status == SKIP]
 
-    def table(self) -> str:
-        head = f"SLOs {self.key}: {'PASS' if self.passed else 'FAIL'}"
+    def headline(self) -> str:
+        """One line for the terminal summary: the verdict, what failed, and PROVISIONAL when it is."""
         counts = [f"{len(self.failed)} of {len(self.rows)} failed"] if self.failed else []
         if self.skipped:
             counts.append(f"{len(self.skipped)} skipped")
         if self.provisional:
-            counts.append("PROVISIONAL bounds")
-        lines = [head + (f" ({', '.join(counts)})" if counts else "") + f" — {self.rule}"]
+            counts.append("PROVISIONAL bounds, not yet reviewed")
+        return f"SLOs {self.key}: {'PASS' if self.passed else 'FAIL'}" + (f" ({', '.join(counts)})" if counts else "")
+
+    def table(self) -> str:
+        lines = [f"{self.headline()} — {self.rule}"]
         order = {FAIL: 0, SKIP: 2, PASS: 1}
         per = self.repeats > 1
         cols = ("status", "metric", "bound", "measured" + (" (worst)" if per else ""))
@@ -138,6 +141,9 @@ class SloVerdict:
         if self.results_dir:
             lines.append(f"raw results: {self.results_dir}")
         lines.append(f"SLO files: {', '.join(self.files)}")
+        if self.provisional:
+            lines.append("PROVISIONAL: these bounds were derived from one run and no person has reviewed them yet "
+                         "(a reviewer deletes `provisional = true` from the SLO file)")
         return "\n".join(lines)
 
 

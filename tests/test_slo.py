@@ -24,7 +24,7 @@ def chat_phase(**metrics) -> PhaseResult:
             "p99_e2el_ms": 1180.0, "vram_used_gib_peak": 19.8 * GB, "error_rate": 0.0,
             "token_count_mismatches": 0}
     base.update(metrics)
-    return PhaseResult("optimized", "chat", "a10g", metrics=base)
+    return PhaseResult("optimized", "chat-short", "a10g", metrics=base)
 
 
 def cpu_phase(repeat: int = 0, **metrics) -> PhaseResult:
@@ -40,7 +40,7 @@ def row(verdict, metric):
 
 
 def test_seed_a10g_set_passes_the_tuned_run_and_fails_the_default_one():
-    slos = load_slos("a10g", "optimized", "chat", SLOS)
+    slos = load_slos("a10g", "optimized", "chat-short", SLOS)
     assert slos is not None
     assert set(slos.bounds) >= {"gpu_util_pct_mean", "request_throughput", "p99_e2el_ms", "vram_used_gib_peak"}
     assert slos.evaluate(chat_phase()).passed
@@ -53,7 +53,7 @@ def test_seed_a10g_set_passes_the_tuned_run_and_fails_the_default_one():
 
 
 def test_vram_bound_is_20_gb_exactly_not_20_gib():
-    slos = load_slos("a10g", "defaults", "chat", SLOS)
+    slos = load_slos("a10g", "defaults", "chat-short", SLOS)
     bound = slos.bounds["vram_used_gib_peak"]
     assert bound.max == pytest.approx(20e9 / 2**30)  # 18.63 GiB
     assert "20 GB" in bound.written
@@ -71,7 +71,7 @@ def test_vram_bound_is_per_gpu_class(tmp_path):
     assert h100.bounds["vram_used_gib_peak"].max == 74.0  # measured 72.97 GiB + 1 GiB
     assert load_slos("h100", "defaults", "chat", tmp_path).bounds["vram_used_gib_peak"].max == 77.0
     assert not h100.provisional and "PROVISIONAL" not in h100.evaluate(chat_phase()).table()
-    assert load_slos("a10g", "optimized", "chat", SLOS).bounds["vram_used_gib_peak"].max < 18.7  # "20 GB"
+    assert load_slos("a10g", "optimized", "chat-short", SLOS).bounds["vram_used_gib_peak"].max < 18.7  # "20 GB"
     cpu = load_slos("cpu", "cpu-tiny", "cpu-poisson", SLOS)
     assert "vram_used_gib_peak" not in cpu.bounds
 
@@ -86,7 +86,7 @@ def test_provisional_sets_are_labelled(tmp_path):
 
 # ---------------------------------------------------------------- every repeat judged
 def test_a_bound_failing_in_one_of_three_repeats_fails_and_names_that_repeat():
-    slos = load_slos("a10g", "optimized", "chat", SLOS)
+    slos = load_slos("a10g", "optimized", "chat-short", SLOS)
     repeats = [chat_phase(p99_e2el_ms=1100.0), chat_phase(p99_e2el_ms=1310.0), chat_phase(p99_e2el_ms=1150.0)]
     verdict = slos.evaluate(repeats, "results/run1")
     assert not verdict.passed and verdict.repeats == 3
@@ -105,24 +105,24 @@ def test_a_bound_failing_in_one_of_three_repeats_fails_and_names_that_repeat():
 
 
 def test_failing_in_two_repeats_names_both_and_shows_the_worst():
-    slos = load_slos("a10g", "optimized", "chat", SLOS)
+    slos = load_slos("a10g", "optimized", "chat-short", SLOS)
     verdict = slos.evaluate([chat_phase(p99_e2el_ms=1250.0), chat_phase(), chat_phase(p99_e2el_ms=1400.0)])
     r = row(verdict, "p99_e2el_ms")
     assert r.measured == 1400.0 and r.failing_repeats == [1, 3] and r.note.startswith("fails in repeats 1 and 3 of 3")
 
 
 def test_passing_in_every_repeat_passes_and_shows_the_worst_repeat():
-    slos = load_slos("a10g", "optimized", "chat", SLOS)
+    slos = load_slos("a10g", "optimized", "chat-short", SLOS)
     verdict = slos.evaluate([chat_phase(p99_e2el_ms=e) for e in (1000.0, 1190.0, 900.0)])
     assert verdict.passed and not verdict.failed
     r = row(verdict, "p99_e2el_ms")
     assert r.status == PASS and r.measured == 1190.0 and r.per_repeat == [1000.0, 1190.0, 900.0]
     assert r.margin == pytest.approx(10 / 1200)
-    assert verdict.table().splitlines()[0].startswith("SLOs a10g/optimized/chat: PASS")
+    assert verdict.table().splitlines()[0].startswith("SLOs a10g/optimized/chat-short: PASS")
 
 
 def test_a_metric_missing_in_one_repeat_is_a_skip_naming_it():
-    slos = load_slos("a10g", "optimized", "chat", SLOS)
+    slos = load_slos("a10g", "optimized", "chat-short", SLOS)
     blind = chat_phase()
     del blind.metrics["gpu_util_pct_mean"]
     blind.unavailable["nvml"] = "NVML Shared Library Not Found"
@@ -135,8 +135,8 @@ def test_a_metric_missing_in_one_repeat_is_a_skip_naming_it():
 
 
 def test_repeats_of_different_keys_are_refused():
-    slos = load_slos("a10g", "optimized", "chat", SLOS)
-    other = PhaseResult("defaults", "chat", "a10g", metrics=dict(chat_phase().metrics))
+    slos = load_slos("a10g", "optimized", "chat-short", SLOS)
+    other = PhaseResult("defaults", "chat-short", "a10g", metrics=dict(chat_phase().metrics))
     with pytest.raises(ValueError, match="one phase key"):
         slos.evaluate([chat_phase(), other])
 
@@ -144,7 +144,7 @@ def test_repeats_of_different_keys_are_refused():
 # ---------------------------------------------------------------- open-loop rates: measured, not configured
 def test_open_loop_judges_the_measured_rate_not_the_offered_one():
     """Offered 6 req/s but only 4 completed per second: the configured rate must not pass it."""
-    slos = load_slos("a10g", "optimized", "chat", SLOS)
+    slos = load_slos("a10g", "optimized", "chat-short", SLOS)
     r = row(slos.evaluate(chat_phase(request_throughput=4.0)), "request_throughput")
     assert r.status == FAIL and r.measured == 4.0
     assert "offered 6.00 req/s" in r.note and "measured 4.00 req/s" in r.note and "67% of offered" in r.note
@@ -152,7 +152,7 @@ def test_open_loop_judges_the_measured_rate_not_the_offered_one():
 
 def test_open_loop_measured_just_under_offered_passes_within_the_default_tolerance():
     """H100 chat: offered 6, measured 5.75 (the drain after the last send is in the duration)."""
-    slos = load_slos("a10g", "optimized", "chat", SLOS)
+    slos = load_slos("a10g", "optimized", "chat-short", SLOS)
     r = row(slos.evaluate(chat_phase(request_throughput=5.7, achieved_rate_ratio=0.99)), "request_throughput")
     assert r.status == PASS and r.measured == 5.7
     assert "10% tolerance" in r.note and "5.40 req/s" in r.note and "95% of offered" in r.note
@@ -182,7 +182,7 @@ def test_a_misplaced_tolerance_is_an_error(tmp_path, text, expect):
 
 
 def test_a_scenario_offering_less_than_the_bound_cannot_show_it():
-    slos = load_slos("a10g", "optimized", "chat", SLOS)
+    slos = load_slos("a10g", "optimized", "chat-short", SLOS)
     r = row(slos.evaluate(chat_phase(offered_rate=4.0, request_throughput=4.0)), "request_throughput")
     assert r.status == FAIL and "offers 4.00 req/s" in r.note and "cannot show >= 6.00 req/s" in r.note
 
@@ -225,12 +225,12 @@ def test_rate_not_sustained_fails_and_says_why(change, why):
     for k, v in change.items():
         if k != "metrics":
             setattr(phase, k, v)
-    r = row(load_slos("a10g", "optimized", "chat", SLOS).evaluate(phase), "request_throughput")
+    r = row(load_slos("a10g", "optimized", "chat-short", SLOS).evaluate(phase), "request_throughput")
     assert r.status == FAIL and why in r.note and r.note.startswith("not sustained")
 
 
 def test_sweep_max_sustained_rate_wins():
-    slos = load_slos("a10g", "optimized", "chat", SLOS)
+    slos = load_slos("a10g", "optimized", "chat-short", SLOS)
     r = row(slos.evaluate(chat_phase(max_sustained_rate=5.5)), "request_throughput")
     assert r.status == FAIL and r.measured == 5.5 and "sweep" in r.note  # no tolerance on a sweep's rate
     assert row(slos.evaluate(chat_phase(max_sustained_rate=6.0, request_throughput=4.0)),
@@ -241,7 +241,7 @@ def test_missing_gpu_metrics_are_skipped_with_the_reason_never_passed():
     phase = chat_phase()
     del phase.metrics["gpu_util_pct_mean"], phase.metrics["vram_used_gib_peak"]
     phase.unavailable["nvml"] = "NVML Shared Library Not Found"
-    verdict = load_slos("a10g", "optimized", "chat", SLOS).evaluate(phase)
+    verdict = load_slos("a10g", "optimized", "chat-short", SLOS).evaluate(phase)
     skipped = {r.metric: r for r in verdict.skipped}
     assert set(skipped) == {"gpu_util_pct_mean", "vram_used_gib_peak"}
     assert all(r.status == SKIP and "NVML Shared Library Not Found" in r.note for r in skipped.values())
@@ -249,9 +249,9 @@ def test_missing_gpu_metrics_are_skipped_with_the_reason_never_passed():
 
 
 def test_table_reads_in_five_seconds():
-    verdict = load_slos("a10g", "optimized", "chat", SLOS).evaluate(chat_phase(p99_e2el_ms=1310.0), "results/run1")
+    verdict = load_slos("a10g", "optimized", "chat-short", SLOS).evaluate(chat_phase(p99_e2el_ms=1310.0), "results/run1")
     lines = verdict.table().splitlines()
-    assert lines[0].startswith("SLOs a10g/optimized/chat: FAIL")
+    assert lines[0].startswith("SLOs a10g/optimized/chat-short: FAIL")
     assert "a bound holds only if it holds in each repeat (1 repeat judged)" in lines[0]
     assert lines[2].split()[:2] == ["FAIL", "p99_e2el_ms"]  # failures first
     assert "<= 1,200 ms" in lines[2] and "1,310 ms" in lines[2] and "-9.2%" in lines[2]
