@@ -30,12 +30,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from perfgate._errors import BaselineError, InvalidRunError
 from perfgate._toml import data_dir
 from perfgate.catalog import METRICS
+from perfgate.identity import CHANGE_KEYS, IDENTITY_KEYS, IdentityCheck, baseline_fingerprint, check_identity
 from perfgate.method import METHOD_VERSION, RERECORD_BASELINE
 from perfgate.phase import PhaseResult, write_json_atomic
 
 SCHEMA_VERSION = 2
-# Fingerprint keys that make two environments incomparable when both are recorded and differ.
-IDENTITY_KEYS = ("gpu_model", "vllm_version")
+# Fingerprint keys every repeat of one baseline must agree on: one environment (perfgate.identity says
+# which of them refuse a comparison and which are compared and named).
+SAME_ENVIRONMENT_KEYS = (*IDENTITY_KEYS, "vllm_version", "torch_version", "cuda_version", "driver")
 # Latency series (records keys without the unit) whose distribution a baseline keeps for CDF plots.
 CDF_SERIES = ("ttft", "e2el")
 REFRESH_FIX = ("regenerate it: `perfgate baselines refresh --from RESULTS_DIR`, or run the tests with "
@@ -60,6 +62,9 @@ class Baseline(BaseModel):
     fingerprint: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, list[float]]  # per metric, one value per repeat
     latency_quantiles: dict[str, list[float]] = Field(default_factory=dict)  # "ttft_ms": 101 values
+    # Why a run whose gate failed was accepted as the baseline (`refresh --accept-regression WHY`); empty
+    # when its gate passed.
+    accepted_regression: str = ""
     path: str | None = Field(None, exclude=True)
 
     @property
@@ -80,11 +85,17 @@ class Baseline(BaseModel):
             groups.setdefault(session, []).append(value)
         return list(groups.values())
 
+    @property
+    def environment(self) -> dict[str, Any]:
+        """The fingerprint, with the top-level ``gpu_model``/``vllm_version`` of files that lack them there."""
+        return baseline_fingerprint(self.fingerprint, gpu_model=self.gpu_model, vllm_version=self.vllm_version)
+
     def fingerprint_notes(self, phase: PhaseResult) -> list[str]:
-        """Fingerprint differences that do not forbid comparing but a reader should see."""
+        """Other fingerprint differences (host, Python, ...): neither identity nor a named change, but a
+        reader should see them."""
         notes = []
         for k in sorted(set(self.fingerprint) | set(phase.fingerprint)):
-            if k in IDENTITY_KEYS:
+            if k in IDENTITY_KEYS or k in CHANGE_KEYS or k in ("profile", "gpu_class"):
                 continue
             old, new = self.fingerprint.get(k), phase.fingerprint.get(k)
             if old != new and old is not None and new is not None:
@@ -92,19 +103,18 @@ class Baseline(BaseModel):
         return notes
 
 
+def identity_check(baseline: Baseline, phase: PhaseResult) -> IdentityCheck:
+    """Whether ``phase`` may be compared with ``baseline`` (``perfgate.identity``), the key included."""
+    check = check_identity(baseline.environment, phase.fingerprint, old_method=baseline.method_version,
+                           new_method=phase.method_version)
+    if baseline.key != phase.key:
+        check.problems.insert(0, f"baseline is for {baseline.key}, the run is {phase.key}")
+    return check
+
+
 def comparability_problems(baseline: Baseline, phase: PhaseResult) -> list[str]:
     """Why ``phase`` may not be compared with ``baseline`` (empty when it may)."""
-    problems = []
-    if baseline.key != phase.key:
-        problems.append(f"baseline is for {baseline.key}, the run is {phase.key}")
-    for k in IDENTITY_KEYS:
-        old = getattr(baseline, k) or baseline.fingerprint.get(k)
-        new = phase.fingerprint.get(k)
-        if old and new and old != new:
-            problems.append(f"{k} differs: baseline {old!r}, this run {new!r}")
-        elif old and not new:
-            problems.append(f"{k} unknown for this run (baseline: {old!r})")
-    return problems
+    return identity_check(baseline, phase).problems
 
 
 def default_baselines_dir() -> Path:
@@ -237,7 +247,7 @@ def baseline_from_phases(phases: Sequence[PhaseResult], *, results_dir: Path | N
     if len(phases) < min_repeats:
         raise BaselineError(f"baseline {keys[0]} needs at least {min_repeats} repeats to learn its noise, "
                             f"got {len(phases)}", fix=f"rerun with --perfgate-repeats {min_repeats}")
-    for k in IDENTITY_KEYS:
+    for k in SAME_ENVIRONMENT_KEYS:
         seen = {str(p.fingerprint.get(k)) for p in phases}
         if len(seen) > 1:
             raise BaselineError(f"repeats disagree on {k}: {sorted(seen)}", fix="refresh from one environment")
@@ -277,7 +287,8 @@ def baseline_from_phases(phases: Sequence[PhaseResult], *, results_dir: Path | N
 
 def write_baseline(path: Path, phases: Sequence[PhaseResult], *, results_dir: Path | None = None,
                    min_repeats: int = 3, failed: str | None = None, min_sessions: int = 2,
-                   echo: Callable[[str], None] | None = None, source: str | None = None) -> str:
+                   echo: Callable[[str], None] | None = None, source: str | None = None,
+                   accepted_regression: str = "") -> str:
     """Atomically write the baseline learned from ``phases`` to ``path``; returns the before/after diff.
 
     ``failed`` is why the run failed (an SLO, a test error), if it did: the write is then refused. An
@@ -287,6 +298,7 @@ def write_baseline(path: Path, phases: Sequence[PhaseResult], *, results_dir: Pa
                                min_sessions=min_sessions)
     if source is not None:  # merged from several runs: name them all
         new.source = source
+    new.accepted_regression = accepted_regression
     path = Path(path)
     old: Baseline | None = None
     unreadable = ""
@@ -315,6 +327,8 @@ def diff_baselines(old: Baseline | None, new: Baseline) -> str:
     lines = [(f"{new.key}: {'new baseline' if old is None else 'refreshed'} "
               f"({new.repeats} repeats in {new.session_count} server sessions, vLLM {new.vllm_version or '?'}, "
               f"{new.gpu_model or new.gpu_class}, method {new.method_version})")]
+    if new.accepted_regression:
+        lines.append(f"  accepted although its gate failed: {new.accepted_regression}")
     if old is not None:
         for k in sorted(set(old.fingerprint) | set(new.fingerprint)):
             if old.fingerprint.get(k) != new.fingerprint.get(k):

@@ -25,25 +25,31 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from perfgate import stats
-from perfgate.baseline import Baseline, comparability_problems
+from perfgate.baseline import Baseline, identity_check
 from perfgate.catalog import METRICS
 from perfgate.fmt import format_value, pct, text_table
 from perfgate.gate_settings import GateSettings
+from perfgate.hardware import CPU_CLASS
+from perfgate.identity import changes, describe_changes
 from perfgate.phase import PhaseResult
 
 PASS, REGRESSED, INCONCLUSIVE = "pass", "regressed", "inconclusive"
 NEW, INCOMPARABLE, INVALID, REPORTED = "new", "incomparable", "invalid", "reported"
+MISSING = "missing"  # a row: a gated GPU metric a GPU run did not measure (the phase is then INVALID)
 POWER = 0.95  # the power at which "smallest detectable change" is quoted
 NO_BASELINE = ("no baseline: record one with --perfgate-update-baselines (two server sessions) or "
                "`perfgate baselines refresh`")
 INCOMPARABLE_FIX = ("refresh the baseline on this environment, or allow the comparison "
                     "(--perfgate-allow-incomparable)")
+REQUIRED_BASELINE = ("a baseline is required (--perfgate-require-baselines): record one with `pytest "
+                     "perf_tests --perfgate-update-baselines -k TEST` or `perfgate baselines refresh --from "
+                     "RESULTS_DIR`")
 
 
 @dataclass
 class MetricVerdict:
     metric: str
-    verdict: str  # pass | regressed | inconclusive | new | incomparable | reported
+    verdict: str  # pass | regressed | inconclusive | new | incomparable | missing | reported
     baseline: float | None = None  # mean of the baseline's session means
     current: float | None = None  # mean of this run's repeats
     relative: float | None = None  # current / baseline - 1
@@ -68,11 +74,17 @@ class GateVerdict:
     repeats: int = 0
     baseline_repeats: int = 0
     baseline_sessions: int = 0
+    # What changed since the baseline (perfgate.identity.CHANGE_KEYS), each "vLLM 0.25.1 → 0.26.0"; None
+    # when there was no baseline to compare with.
+    changes: list[str] | None = None
+    unchecked: list[str] = field(default_factory=list)  # identity fields one side does not record
 
     @property
     def passed(self) -> bool:
-        """PASS or NEW; a smoke gate also lets INCONCLUSIVE through (it says so in its table)."""
-        return self.status in (PASS, NEW) or (self.settings.smoke and self.status == INCONCLUSIVE)
+        """PASS, or NEW unless baselines are required; a smoke gate also lets INCONCLUSIVE through (it says
+        so in its table)."""
+        return (self.status == PASS or (self.status == NEW and not self.settings.require_baseline)
+                or (self.settings.smoke and self.status == INCONCLUSIVE))
 
     def by_verdict(self, verdict: str) -> list[MetricVerdict]:
         return [r for r in self.rows if r.verdict == verdict]
@@ -85,14 +97,43 @@ class GateVerdict:
     def gated_rows(self) -> list[MetricVerdict]:
         return [r for r in self.rows if r.verdict != REPORTED]
 
+    def change_text(self) -> str:
+        """What changed since the baseline: ``vLLM 0.25.1 → 0.26.0`` (empty without a baseline)."""
+        if self.changes is None:
+            return ""
+        return "; ".join(self.changes) if self.changes else describe_changes([])
+
+    def movement(self) -> MetricVerdict | None:
+        """The gated row a reader looks at first: the worst-judged, and within that the largest worsening."""
+        rank = {REGRESSED: 0, INCONCLUSIVE: 1, PASS: 2}
+        rows = [r for r in self.rows if r.verdict in rank and r.relative is not None]
+        if not rows:
+            return None
+
+        def worsening(r: MetricVerdict) -> float:
+            return r.relative if METRICS[r.metric].better == "lower" else -r.relative  # type: ignore[operator]
+
+        return min(rows, key=lambda r: (rank[r.verdict], -worsening(r)))
+
+    def first_line(self) -> str:
+        """``vLLM 0.25.1 → 0.26.0: output_throughput -6.2% [-7.0%, -5.4%]``: what changed, then the movement
+        that decided (or would have decided) the verdict, with its bounds."""
+        row = self.movement()
+        moved = ""
+        if row is not None:
+            bounds = f" [{pct(row.ci_low)}, {pct(row.ci_high)}]" if row.ci_low is not None else ""
+            moved = f"{row.metric} {pct(row.relative)}{bounds}"
+        return ": ".join(filter(None, [self.change_text(), moved]))
+
     def headline(self) -> str:
         label = self.status.upper() + (" (smoke gate)" if self.settings.smoke else "")
+        first = f" — {self.first_line()}" if self.first_line() else ""
         reasons = f": {'; '.join(self.reasons)}" if self.reasons else ""
-        return f"baseline gate {self.key}: {label}{reasons}"
+        return f"baseline gate {self.key}: {label}{first}{reasons}"
 
     def table(self, all_rows: bool = False) -> str:
         """Gated metrics (worst first), then report-only ones that moved by more than 10 % when asked."""
-        order = {REGRESSED: 0, INCONCLUSIVE: 1, INCOMPARABLE: 2, NEW: 3, PASS: 4, REPORTED: 5}
+        order = {REGRESSED: 0, MISSING: 0, INCONCLUSIVE: 1, INCOMPARABLE: 2, NEW: 3, PASS: 4, REPORTED: 5}
         shown = [r for r in self.rows if r.verdict != REPORTED or all_rows]
         shown.sort(key=lambda r: (order.get(r.verdict, 9), r.metric))
         level = round((1 - self.settings.alpha) * 100)
@@ -112,7 +153,26 @@ class GateVerdict:
                          f"{self.settings.correction} across {len(self.gated_rows)} gated metrics")
         lines += text_table(body, "  ")
         lines += [f"note: {n}" for n in self.notes]
+        if self.unchecked:
+            lines.append("note: identity not checked (one side does not record it): " + ", ".join(self.unchecked))
         return "\n".join(lines)
+
+
+def _missing_gpu_rows(current: Sequence[PhaseResult], gated: Sequence[str],
+                      baseline: Baseline | None) -> list[MetricVerdict]:
+    """Gated GPU metrics (``MetricSpec.needs_gpu``) that a GPU run did not measure in every repeat. Their
+    absence means the runner's telemetry failed (NVML, the driver), which must fail, not skip."""
+    if current[0].gpu_class == CPU_CLASS:
+        return []
+    rows = []
+    for m in gated:
+        if METRICS[m].needs_gpu and len(values(current, m)) < len(current):
+            source = METRICS[m].source
+            why = next((p.unavailable[source] for p in current if p.unavailable.get(source)), "")
+            note = f"{source} unavailable: {why}" if why else f"{source} did not report it"
+            base = stats.mean(baseline.metrics[m]) if baseline is not None and baseline.metrics.get(m) else None
+            rows.append(MetricVerdict(m, MISSING, base, note=note))
+    return rows
 
 
 def values(phases: Iterable[PhaseResult], metric: str) -> list[float]:
@@ -201,14 +261,20 @@ def compare(current: list[PhaseResult], baseline: Baseline | None, settings: Gat
         verdict.notes.append(f"smoke gate for {settings.gpu_class}: fails only on a clear regression; minimum "
                              "effects are wide because this platform's noise is (see the detectable column)")
     invalid = [f"repeat {p.repeat}: {'; '.join(p.invalid_reasons) or 'invalid'}" for p in current if not p.valid]
+    missing = _missing_gpu_rows(current, gated, baseline)
+    invalid += [f"{r.metric} not measured on a GPU run ({r.note}): without it the run cannot show this "
+                "figure did not regress" for r in missing]
     if baseline is None:
-        verdict.rows = [MetricVerdict(m, NEW, current=stats.mean(values(current, m)), note="no baseline")
-                        for m in gated if values(current, m)]
+        verdict.rows = missing + [MetricVerdict(m, NEW, current=stats.mean(values(current, m)), note="no baseline")
+                                  for m in gated if values(current, m)]
         verdict.status = INVALID if invalid else NEW
-        verdict.reasons = invalid or [NO_BASELINE]
+        verdict.reasons = invalid or [REQUIRED_BASELINE if settings.require_baseline else NO_BASELINE]
         return verdict
     verdict.baseline_repeats, verdict.baseline_sessions = baseline.repeats, baseline.session_count
-    problems = comparability_problems(baseline, current[0])
+    verdict.changes = [str(c) for c in changes(baseline.environment, current[0].fingerprint)]
+    identity = identity_check(baseline, current[0])
+    verdict.unchecked = identity.unknown
+    problems = identity.problems
     if problems and not settings.allow_incomparable:
         verdict.rows = [MetricVerdict(m, INCOMPARABLE, stats.mean(baseline.metrics.get(m, [])),
                                       stats.mean(values(current, m))) for m in gated]
@@ -220,7 +286,10 @@ def compare(current: list[PhaseResult], baseline: Baseline | None, settings: Gat
     verdict.notes += baseline.fingerprint_notes(current[0])
 
     tested = [m for m in gated if baseline.metrics.get(m) and values(current, m)]
+    verdict.rows += missing
     for m in gated:
+        if any(r.metric == m for r in missing):
+            continue
         if m in tested:
             verdict.rows.append(_test_metric(m, baseline.by_session(m), by_session(current, m), settings,
                                              len(tested)))

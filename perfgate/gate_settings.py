@@ -88,6 +88,7 @@ class GateSettings(BaseModel):
     min_effect_all: float | None = None
     gated: tuple[str, ...] = GATED
     allow_incomparable: bool = False
+    require_baseline: bool = False  # --perfgate-require-baselines: a phase without a baseline (NEW) fails
     source: str = "(defaults)"
 
     def effect(self, metric: str) -> float:
@@ -110,7 +111,7 @@ def find_pyproject(root: Path | None = None) -> Path | None:
 
 
 def load_gate_settings(gpu_class: str, pyproject: Path | None = None, *, root: Path | None = None,
-                       allow_incomparable: bool = False) -> GateSettings:
+                       allow_incomparable: bool = False, require_baseline: bool = False) -> GateSettings:
     """The gate's settings for ``gpu_class`` from ``[tool.perfgate.gate]`` (defaults when absent)."""
     path = pyproject or find_pyproject(root)
     table: dict = {}
@@ -130,6 +131,7 @@ def load_gate_settings(gpu_class: str, pyproject: Path | None = None, *, root: P
         raise ConfigError(f"[tool.perfgate.gate] {where}: {first['msg']}", source=str(path),
                           fix=f"valid keys: {valid}") from None
     merged: dict = {"gpu_class": gpu_class, "allow_incomparable": allow_incomparable,
+                    "require_baseline": require_baseline,
                     "source": str(path) if path else "(defaults)"}
     for layer in (parsed, parsed.class_.get(gpu_class)):
         if layer is None:

@@ -17,11 +17,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from perfgate._errors import PerfgateError
+from perfgate.load.prompts import PromptBuilder
+from perfgate.load.source import ENGINE, EngineLoad, LoadOutcome, LoadSource, LocustLoad
 from perfgate.load.stream import PromptStream, new_nonce
 from perfgate.phase import PhaseResult, write_json_atomic
+from perfgate.records import RequestRecord
 from perfgate.scenario import Scenario
 from perfgate.target import Target
+from perfgate.telemetry import Telemetry, unavailable_reason
 from perfgate.telemetry.timeline import write_timeline
+
+__all__ = ["PREFIX_HIT_TOLERANCE_PCT", "EngineLoad", "LoadSource", "LocustLoad", "check_prefix_cache",
+           "measure_phase", "opening_tokens", "phase_stem", "prefix_cache_verdict"]
 
 # Prefix-cache hits (percentage points) allowed above what the scenario's shared prefix explains: the chat
 # template's shared opening tokens and block rounding stay well inside it; a re-sent prompt set does not.
@@ -60,8 +68,6 @@ def check_prefix_cache(phase: PhaseResult, scenario: Scenario, *, telemetry_ran:
 
     ``opening_tokens``: what every prompt opens with whatever its text (``PromptBuilder.opening_tokens``).
     """
-    from perfgate.telemetry import unavailable_reason
-
     why = unavailable_reason(phase.unavailable, "prefix_cache_hit_pct") if telemetry_ran else "telemetry did not run"
     reason, note = prefix_cache_verdict(phase.metrics.get("prefix_cache_hit_pct"),
                                         expected_max_pct=scenario.expected_prefix_hit_pct(),
@@ -76,9 +82,6 @@ def check_prefix_cache(phase: PhaseResult, scenario: Scenario, *, telemetry_ran:
 def opening_tokens(target: Target, scenario: Scenario) -> int:
     """``PromptBuilder.opening_tokens`` of the served model's tokenizer (0 when it cannot be built: the load
     has then failed with the reason already)."""
-    from perfgate._errors import PerfgateError
-    from perfgate.load.prompts import PromptBuilder
-
     try:
         return PromptBuilder(target.tokenizer_object(), chat=scenario.endpoint.endswith("chat/completions")
                              ).opening_tokens()
@@ -87,20 +90,20 @@ def opening_tokens(target: Target, scenario: Scenario) -> int:
 
 
 async def measure_phase(target: Target, scenario: Scenario, *, results_dir: Path, repeat: int = 0,
-                        nvml_interval_s: float = 0.1, nonce: str | None = None) -> PhaseResult:
-    """One measured phase of ``scenario`` on ``target``: prompts from ``PromptStream(scenario.seed, nonce,
-    repeat)`` (``nonce`` None: a fresh one), telemetry around the window, the prefix-cache check."""
-    from perfgate.load.engine import run_load
-    from perfgate.load.request import RequestRecord
-    from perfgate.telemetry import Telemetry
-
+                        nvml_interval_s: float = 0.1, nonce: str | None = None,
+                        source: LoadSource = ENGINE) -> PhaseResult:
+    """One measured phase of ``scenario`` on ``target``, its load driven by ``source`` (the async engine by
+    default; ``LocustLoad(ramp)`` for Locust users): prompts from ``PromptStream(scenario.seed, nonce,
+    repeat)`` (``nonce`` None: a fresh one), telemetry around the source's window, the prefix-cache check.
+    Records, timeline and phase JSON are written even when the load fails."""
+    name = source.phase_name(scenario)
     stream = PromptStream(scenario.seed, nonce or new_nonce(), repeat)
-    stem = phase_stem(target.profile, scenario.name, repeat)
-    phase = PhaseResult(profile=target.profile, scenario=scenario.name, gpu_class=target.gpu_class,
+    stem = phase_stem(target.profile, name, repeat)
+    phase = PhaseResult(profile=target.profile, scenario=name, gpu_class=target.gpu_class,
                         fingerprint=dict(target.fingerprint), started_at=time.time(), repeat=repeat,
                         server_session=target.server_session,
                         prompt_stream=stream.as_dict())
-    phase.notes.append(f"workload: {scenario.workload()}")
+    phase.notes.append(source.workload_note(scenario))
     telemetry = Telemetry(target.server.metrics_url, pids_provider=target.server.pids, gpu_class=target.gpu_class,
                           model_dir=target.model_dir, api_key=target.api_key, nvml_interval_s=nvml_interval_s)
     started = False
@@ -111,26 +114,24 @@ async def measure_phase(target: Target, scenario: Scenario, *, results_dir: Path
         started = True
 
     sink: list[RequestRecord] = []  # filled as requests complete: kept even if the load is interrupted
-    load = None
+    outcome: LoadOutcome | None = None
     try:
-        load = await run_load(target.base_url, scenario, model=target.served_model_name,
-                              tokenizer=target.tokenizer_object(), api_key=target.api_key,
-                              window_started=window_started, sink=sink, prompt_stream=stream)
+        outcome = await source.run(target, scenario, stream, window_started=window_started, sink=sink,
+                                   notes=phase.notes, results_dir=results_dir, stem=stem)
     finally:
-        events = load_events(load) if load is not None else []
+        events = outcome.events if outcome is not None else []
         tel = await telemetry.stop(events) if started else None
         records_path = results_dir / "records" / f"{stem}.json"
         write_json_atomic(records_path, [_as_dict(r) for r in sink])
         phase.artifacts["records"] = str(records_path.relative_to(results_dir))
-        if load is not None:
-            phase.metrics.update(load.metrics)
-            phase.valid = load.valid
-            phase.invalid_reasons = list(load.invalid_reasons)
-            phase.notes += load.notes
+        if outcome is not None:
+            phase.metrics.update(outcome.metrics)
+            phase.valid = not outcome.invalid_reasons
+            phase.invalid_reasons = list(outcome.invalid_reasons)
+            phase.artifacts.update(outcome.artifacts)
         else:
             phase.valid = False
-            phase.invalid_reasons.append(f"the load did not complete ({len(sink)} requests finished; "
-                                         "see the test's error)")
+            phase.invalid_reasons.append(source.incomplete_reason(len(sink)))
         if tel is not None:
             tel.apply_to(phase)
             timeline_path = results_dir / "timelines" / f"{stem}.json"
@@ -142,80 +143,9 @@ async def measure_phase(target: Target, scenario: Scenario, *, results_dir: Path
     return phase
 
 
-def load_events(load: Any) -> list[dict[str, Any]]:
-    """The engine's phase events plus one event per measured request, all in unix time.
-
-    Records are stamped with ``time.perf_counter()`` (monotonic); telemetry samples with ``time.time()``.
-    The timeline and the saturation check (which looks only at the sending period) need one clock.
-    """
-    events = [dict(e) for e in load.events]
-    for r in load.records:
-        event: dict[str, Any] = {"event": "request", "index": r.index, "error": r.error}
-        for stamp in ("scheduled", "sent", "first_token", "end"):
-            value = getattr(r, stamp)
-            event[stamp] = load.wall(value) if value else None
-        events.append(event)
-    return events
-
-
 def _as_dict(record: Any) -> dict[str, Any]:
     if hasattr(record, "to_dict"):
         return record.to_dict()
     if dataclasses.is_dataclass(record):
         return dataclasses.asdict(record)
     return dict(record)
-
-
-async def measure_locust_phase(target: Target, scenario: Scenario, *, results_dir: Path, ramp: str,
-                               repeat: int = 0, processes: int | None = None,
-                               nvml_interval_s: float = 0.1, nonce: str | None = None) -> PhaseResult:
-    """A Locust ramp (user-style load, in a child process) measured like any phase: same keys, telemetry,
-    prompts from ``PromptStream(scenario.seed, nonce, repeat)`` (``nonce`` None: a fresh one)."""
-    import asyncio
-
-    from perfgate.load.engine import warm_up
-    from perfgate.load.locust_runner import run_locust
-    from perfgate.telemetry import Telemetry
-
-    name = f"{scenario.name}-locust"
-    stream = PromptStream(scenario.seed, nonce or new_nonce(), repeat)
-    stem = phase_stem(target.profile, name, repeat)
-    phase = PhaseResult(profile=target.profile, scenario=name, gpu_class=target.gpu_class,
-                        fingerprint=dict(target.fingerprint), started_at=time.time(), repeat=repeat,
-                        server_session=target.server_session,
-                        prompt_stream=stream.as_dict())
-    phase.notes.append(f"workload: {scenario.workload()}, driven by Locust users, ramp {ramp}")
-    telemetry = Telemetry(target.server.metrics_url, pids_provider=target.server.pids, gpu_class=target.gpu_class,
-                          model_dir=target.model_dir, api_key=target.api_key, nvml_interval_s=nvml_interval_s)
-    # A fresh server compiles on its first batches: warm it like the engine does, outside the window.
-    warm = await warm_up(target.base_url, scenario, model=target.served_model_name,
-                         tokenizer=target.tokenizer_object(), api_key=target.api_key, prompt_stream=stream,
-                         stream_name="locust-warmup")
-    phase.notes.append(f"warm-up: {len(warm)} requests through the async engine before Locust started")
-    await telemetry.start()
-    result = None
-    try:
-        result = await asyncio.to_thread(
-            run_locust, target.base_url, scenario, model=target.served_model_name, tokenizer=target.tokenizer,
-            results_dir=results_dir / "locust" / stem, ramp=ramp, processes=processes, api_key=target.api_key,
-            prompt_stream=stream)
-    finally:
-        tel = await telemetry.stop()
-        if result is not None:
-            phase.metrics.update(result.metrics)
-            phase.invalid_reasons = list(result.invalid_reasons)
-            phase.valid = result.valid
-            records_path = results_dir / "records" / f"{stem}.json"
-            write_json_atomic(records_path, [_as_dict(r) for r in result.records])
-            phase.artifacts["records"] = str(records_path.relative_to(results_dir))
-            phase.artifacts["locust_log"] = str(result.log)
-        else:
-            phase.valid = False
-            phase.invalid_reasons.append("Locust did not complete (see the test's error)")
-        tel.apply_to(phase)
-        check_prefix_cache(phase, scenario, opening_tokens=opening_tokens(target, scenario))
-        timeline_path = results_dir / "timelines" / f"{stem}.json"
-        write_timeline(timeline_path, tel.timeline([]))
-        phase.artifacts["timeline"] = str(timeline_path.relative_to(results_dir))
-        write_json_atomic(results_dir / "phases" / f"{stem}.json", phase.to_dict())
-    return phase

@@ -7,6 +7,8 @@ the file, the field and what is allowed (``perfgate._toml.validate``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from pathlib import Path
 from typing import Annotated, Literal
@@ -208,6 +210,17 @@ class Scenario(_Strict):
         if not self.shared_prefix_tokens:
             return 0.0
         return 100.0 * self.shared_prefix_tokens / self.prompt_tokens.mean
+
+    def content_digest(self, extra: str = "") -> str:
+        """A stable hash of what the scenario sends (not its name or description): a baseline is refused for
+        a scenario whose content changed under the same name. Fields left at their defaults are left out, so
+        a field perfgate adds later (with a default) does not change every digest; ``self_check`` and the
+        timeout judge the client and change no figure, so they are left out too. ``extra``: what else shaped
+        the load (a Locust ramp)."""
+        content = self.model_dump(mode="json", exclude_defaults=True,
+                                  exclude={"name", "description", "self_check", "request_timeout_s"})
+        text = json.dumps(content, sort_keys=True, separators=(",", ":")) + (f"|{extra}" if extra else "")
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def workload(self) -> str:
         """One line naming the workload exactly, for report headers."""

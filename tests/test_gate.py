@@ -14,6 +14,7 @@ from perfgate.gate import (
     INCOMPARABLE,
     INCONCLUSIVE,
     INVALID,
+    MISSING,
     NEW,
     PASS,
     REGRESSED,
@@ -195,15 +196,38 @@ def test_no_baseline_is_new_other_gpu_incomparable_invalid_run_invalid():
     assert verdict.status == INVALID and "client fell behind" in verdict.headline()
 
 
-def test_gated_metric_missing_now_is_inconclusive_with_the_reason():
+def test_gated_gpu_metric_missing_on_a_gpu_run_fails_with_the_reason():
+    """NVML broken on the GPU runner: VRAM is gated, so the phase fails (INVALID), never skips and passes."""
     rng = random.Random(10)
     cur = session("cur", 3, rng)
     for p in cur:
         del p.metrics["vram_used_gib_peak"]
         p.unavailable["nvml"] = "NVML: driver not loaded"
-    verdict = compare(cur, baseline(rng))
-    row = next(r for r in verdict.rows if r.metric == "vram_used_gib_peak")
-    assert row.verdict == INCONCLUSIVE and "driver not loaded" in row.note and not verdict.passed
+    for base in (baseline(rng), None):  # with a baseline, and a new one (nothing to compare with)
+        verdict = compare(cur, base)
+        row = next(r for r in verdict.rows if r.metric == "vram_used_gib_peak")
+        assert row.verdict == MISSING and "driver not loaded" in row.note
+        assert verdict.status == INVALID and not verdict.passed
+        assert "vram_used_gib_peak not measured on a GPU run (nvml unavailable: NVML: driver not loaded)" \
+            in verdict.headline()
+    # Missing in one repeat only is missing too (a bound holds in every repeat, and so does telemetry).
+    cur = session("cur", 3, rng)
+    del cur[1].metrics["vram_used_gib_peak"]
+    assert compare(cur, baseline(rng)).status == INVALID
+    # Not gated (a user's [tool.perfgate.gate] gated list without it): not judged, not failed.
+    settings = GateSettings(gpu_class="h200", gated=("output_throughput",))
+    for p in cur:
+        p.metrics.pop("vram_used_gib_peak", None)
+    assert compare(cur, baseline(rng), settings).status == PASS
+
+
+def test_gpu_metric_absent_on_the_cpu_path_is_not_a_failure():
+    rng = random.Random(10)
+    cur = [PhaseResult("cpu-tiny", "cpu-closed", "cpu", metrics={k: v for k, v in p.metrics.items()
+                                                                  if not METRICS[k].needs_gpu},
+                       repeat=p.repeat, server_session="cur") for p in session("cur", 3, rng)]
+    verdict = compare(cur, None)
+    assert verdict.status == NEW and not verdict.by_verdict(MISSING)
 
 
 def test_sensitivity_reports_noise_and_detectable_change():
