@@ -3,7 +3,9 @@
 Every repeat is judged: ``SloSet.evaluate`` takes all repeats of one phase key, and a bound holds only if it
 holds in each repeat. A row shows the worst repeat's value as ``measured``, every repeat's value in
 ``per_repeat``, and a failing row's note names the repeat(s) it failed in ("fails in repeat 2 of 3"). A bound
-whose metric is missing in some repeat (and fails in none) is a skip with the reason, never a pass.
+whose metric is missing in some repeat (and fails in none) is a skip with the reason, never a pass; a GPU
+metric (``MetricSpec.needs_gpu``) missing on a GPU run fails with the reason (the runner's telemetry broke),
+and on the CPU class it is "n/a".
 
 Throughput bounds (kind ``throughput`` in the catalog: ``request_throughput``, ``output_throughput``,
 ``total_token_throughput``, ``request_goodput``) mean a rate SUSTAINED while the latency and error SLOs hold,
@@ -31,6 +33,7 @@ from typing import Literal
 
 from perfgate.catalog import METRICS
 from perfgate.fmt import format_value
+from perfgate.hardware import CPU_CLASS
 from perfgate.phase import PhaseResult
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
@@ -243,9 +246,15 @@ def _inside(bound: ResolvedBound, value: float) -> bool:
 
 def _check(bound: ResolvedBound, value: float | None, phase: PhaseResult, note: str = "") -> SloRow:
     if value is None:
-        source = METRICS[bound.metric].source
-        reason = phase.unavailable.get(source)
-        why = f"{source} unavailable: {reason}" if reason else "not measured in this phase"
+        spec = METRICS[bound.metric]
+        reason = phase.unavailable.get(spec.source)
+        why = f"{spec.source} unavailable: {reason}" if reason else "not measured in this phase"
+        if spec.needs_gpu and phase.gpu_class != CPU_CLASS:  # the runner's GPU telemetry failed: not a pass
+            return SloRow(bound.metric, bound.text(), None, None, FAIL,
+                          f"GPU metric missing on a {phase.gpu_class} run ({why}); fix the runner's NVML/driver",
+                          [None])
+        if spec.needs_gpu:
+            why = f"n/a on the {CPU_CLASS} class (no GPU)"
         return SloRow(bound.metric, bound.text(), None, None, SKIP, why, [None])
     status = PASS if _inside(bound, value) else FAIL
     return SloRow(bound.metric, bound.text(), value, _margin(bound, value), status, note or bound.note, [value])

@@ -124,14 +124,23 @@ def test_passing_in_every_repeat_passes_and_shows_the_worst_repeat():
 def test_a_metric_missing_in_one_repeat_is_a_skip_naming_it():
     slos = load_slos("a10g", "optimized", "chat-short", SLOS)
     blind = chat_phase()
-    del blind.metrics["gpu_util_pct_mean"]
-    blind.unavailable["nvml"] = "NVML Shared Library Not Found"
+    e2e = blind.metrics.pop("p99_e2el_ms")
     verdict = slos.evaluate([chat_phase(), blind, chat_phase()])
-    r = row(verdict, "gpu_util_pct_mean")
-    assert r.status == SKIP and r.per_repeat == [57.0, None, 57.0]
-    assert "not measured in repeat 2 of 3" in r.note and "NVML Shared Library Not Found" in r.note
+    r = row(verdict, "p99_e2el_ms")
+    assert r.status == SKIP and r.per_repeat == [e2e, None, e2e]
+    assert "not measured in repeat 2 of 3" in r.note
     assert verdict.passed  # a skip is listed, not failed...
     assert r not in [x for x in verdict.rows if x.status == PASS]  # ...and never a pass
+
+
+def test_a_gpu_metric_missing_in_one_repeat_of_a_gpu_run_fails_naming_it():
+    slos = load_slos("a10g", "optimized", "chat-short", SLOS)
+    blind = chat_phase()
+    del blind.metrics["gpu_util_pct_mean"]
+    blind.unavailable["nvml"] = "NVML Shared Library Not Found"
+    r = row(slos.evaluate([chat_phase(), blind, chat_phase()]), "gpu_util_pct_mean")
+    assert r.status == FAIL and r.per_repeat == [57.0, None, 57.0]
+    assert "fails in repeat 2 of 3" in r.note and "NVML Shared Library Not Found" in r.note
 
 
 def test_repeats_of_different_keys_are_refused():
@@ -237,15 +246,26 @@ def test_sweep_max_sustained_rate_wins():
                "request_throughput").status == PASS
 
 
-def test_missing_gpu_metrics_are_skipped_with_the_reason_never_passed():
+def test_missing_gpu_metrics_fail_on_a_gpu_run_with_the_reason():
     phase = chat_phase()
     del phase.metrics["gpu_util_pct_mean"], phase.metrics["vram_used_gib_peak"]
     phase.unavailable["nvml"] = "NVML Shared Library Not Found"
-    verdict = load_slos("a10g", "optimized", "chat-short", SLOS).evaluate(phase)
-    skipped = {r.metric: r for r in verdict.skipped}
-    assert set(skipped) == {"gpu_util_pct_mean", "vram_used_gib_peak"}
-    assert all(r.status == SKIP and "NVML Shared Library Not Found" in r.note for r in skipped.values())
-    assert "2 skipped" in verdict.table()
+    verdict = load_slos("a10g", "optimized", "chat-short", SLOS).evaluate([phase, phase])
+    failed = {r.metric: r for r in verdict.failed}
+    assert set(failed) == {"gpu_util_pct_mean", "vram_used_gib_peak"} and not verdict.skipped
+    assert all("GPU metric missing on a a10g run" in r.note and "NVML Shared Library Not Found" in r.note
+               for r in failed.values())
+    assert not verdict.passed and "2 of 6 failed" in verdict.table()
+
+
+def test_gpu_metrics_are_na_on_the_cpu_class(tmp_path):
+    write(tmp_path, "cpu", 'method_version = 2\n[slo."*/*"]\ngpu_util_pct_mean.min = 50\np99_e2el_ms.max = 5000\n')
+    phase = PhaseResult("cpu-tiny", "cpu-chat", "cpu", metrics={"p99_e2el_ms": 900.0},
+                        unavailable={"nvml": "no NVIDIA driver"})
+    verdict = load_slos("cpu", "cpu-tiny", "cpu-chat", tmp_path).evaluate(phase)
+    assert row(verdict, "gpu_util_pct_mean").status == SKIP
+    assert "n/a on the cpu class" in row(verdict, "gpu_util_pct_mean").note
+    assert verdict.passed and row(verdict, "p99_e2el_ms").status == PASS
 
 
 def test_table_reads_in_five_seconds():
