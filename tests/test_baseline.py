@@ -241,12 +241,18 @@ def test_two_refreshes_at_once_never_tear_the_file(tmp_path):
 
 def _save_run(results: Path, phases: list[PhaseResult], slo_failed: bool = False,
               gate_status: str | None = None) -> None:
+    """A finished run's layout: phases/, the session.json manifest that lists them, run.json's verdicts."""
     results.mkdir(parents=True, exist_ok=True)
+    listed = []
     for p in phases:
-        write_json_atomic(results / f"{p.profile}__{p.scenario}__r{p.repeat}.json", p.to_dict())
+        rel = f"phases/{p.profile}__{p.scenario}__r{p.repeat}.json"
+        write_json_atomic(results / rel, p.to_dict())
+        listed.append(rel)
+    write_json_atomic(results / "session.json", {"run_id": results.name, "phases": listed})
     slo = [{"key": phases[0].key, "passed": not slo_failed,
             "rows": [{"metric": "p99_e2el_ms", "status": "fail" if slo_failed else "pass"}]}]
-    gate = [{"key": phases[0].key, "status": gate_status}] if gate_status else []
+    gate = [{"key": phases[0].key, "status": gate_status, "reasons": [f"gate said {gate_status}"]}] \
+        if gate_status else []
     write_json_atomic(results / "run.json", {"schema_version": 1, "phases": [], "slo": slo, "gate": gate})
 
 
@@ -336,7 +342,7 @@ def test_cli_refresh_refuses_a_run_whose_gate_did_not_pass(tmp_path, capsys, gat
     assert main(args) == 1
     out = capsys.readouterr().out
     assert "refused cpu/cpu-tiny/cpu-closed" in out
-    assert f"its baseline gate was {status.upper()} in {bad}" in out
+    assert f"its baseline gate was {status.upper()}" in out and str(bad) in out
     assert not (bdir / "cpu").exists()
     # The same runs with a passing gate merge (so the refusal above was the gate's status, nothing else).
     _save_run(bad, run_phases(2, seed=2, sessions=1, session_prefix="b", t0=5000.0), gate_status="pass")
@@ -352,3 +358,62 @@ def test_cli_show_lists_a_refused_old_baseline_among_the_others(tmp_path, capsys
     assert main(["baselines", "--dir", str(bdir), "show"]) == 0
     out = capsys.readouterr().out
     assert "h100/optimized/chat: REFUSED" in out and "measurement method 1" in out and "--perfgate-update-baselines" in out
+
+
+def test_cli_refresh_accepts_a_regression_only_with_a_reason_and_stores_it(tmp_path, capsys, gate_pyproject):
+    results, bdir = tmp_path / "results", tmp_path / "baselines"
+    results.mkdir()
+    _save_run(results, run_phases(3, results_dir=results), gate_status="regressed")
+    refresh = ["baselines", "--dir", str(bdir), "refresh", "--from", str(results)]
+    assert main(refresh) == 1
+    out = capsys.readouterr().out
+    assert "refused cpu/cpu-tiny/cpu-closed" in out and "its baseline gate was REGRESSED" in out
+    assert "--accept-regression WHY" in out and not (bdir / "cpu").exists()
+    why = "vLLM 0.26 fixes a wrong-output bug at 5 % throughput"
+    assert main([*refresh, "--accept-regression", why]) == 0
+    out = capsys.readouterr().out
+    assert f"accepted although its gate failed: {why} (its baseline gate was REGRESSED in {results})" in out
+    stored = load_baseline(bdir / "cpu" / "cpu-tiny" / "cpu-closed.json")
+    assert stored.accepted_regression.startswith(why)
+    assert main(["baselines", "--dir", str(bdir), "show"]) == 0
+    assert f"accepted although its gate failed: {why}" in capsys.readouterr().out
+    # A later refresh from a passing run stores no reason: the acceptance belonged to that run.
+    _save_run(results, run_phases(3, seed=5, results_dir=results), gate_status="pass")
+    assert main([*refresh, "--accept-regression", "not needed"]) == 0
+    capsys.readouterr()
+    assert load_baseline(bdir / "cpu" / "cpu-tiny" / "cpu-closed.json").accepted_regression == ""
+
+
+def test_cli_refresh_never_accepts_an_invalid_run(tmp_path, capsys, gate_pyproject):
+    results, bdir = tmp_path / "results", tmp_path / "baselines"
+    results.mkdir()
+    _save_run(results, run_phases(3, results_dir=results), gate_status="invalid")
+    assert main(["baselines", "--dir", str(bdir), "refresh", "--from", str(results), "--accept-regression", "x"]) == 1
+    assert "its baseline gate was INVALID (gate said invalid)" in capsys.readouterr().out
+    assert not (bdir / "cpu").exists()
+
+
+def test_cli_refresh_reads_only_the_declared_phases_never_a_nested_ab_run(tmp_path, capsys, gate_pyproject):
+    """The CPU A/B test measures a slowed copy of cpu-tiny under results/ab/B: same key, other server."""
+    results, bdir = tmp_path / "results", tmp_path / "baselines"
+    results.mkdir()
+    own = run_phases(3, results_dir=results)
+    _save_run(results, own, gate_status="pass")
+    for side, scale in (("A", 1.0), ("B", 5.0)):
+        for p in run_phases(3, seed=9, scale=scale, session_prefix=f"ab-{side}"):
+            write_json_atomic(results / "ab" / side / "phases" / f"{p.profile}__{p.scenario}__r{p.repeat}.json",
+                              p.to_dict())
+    assert main(["baselines", "--dir", str(bdir), "refresh", "--from", str(results)]) == 0
+    capsys.readouterr()
+    b = load_baseline(bdir / "cpu" / "cpu-tiny" / "cpu-closed.json")
+    assert b.repeats == 3 and not any(s.startswith("ab-") for s in b.sessions)
+    assert b.metrics["p99_e2el_ms"] == pytest.approx([p.metrics["p99_e2el_ms"] for p in own], rel=1e-5)
+
+
+def test_cli_refresh_from_a_run_that_did_not_finish_is_refused(tmp_path, capsys):
+    results = tmp_path / "killed"
+    for p in run_phases(3):  # phase files, but no session.json / run.json: a killed run
+        write_json_atomic(results / "phases" / f"{p.profile}__{p.scenario}__r{p.repeat}.json", p.to_dict())
+    assert main(["baselines", "--dir", str(tmp_path / "b"), "refresh", "--from", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "no session.json or run.json: the run did not finish" in err and str(results) in err

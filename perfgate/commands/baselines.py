@@ -12,7 +12,7 @@ from perfgate.catalog import METRICS
 from perfgate.fmt import format_value
 from perfgate.gate import sensitivity
 from perfgate.gate_settings import load_gate_settings
-from perfgate.report.json_report import read_phase_results
+from perfgate.report.json_report import read_declared_phases
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     refresh.add_argument("--only", default="", help="substring of gpu_class/profile/scenario to refresh")
     refresh.add_argument("--min-repeats", type=int, default=3)
     refresh.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
+    refresh.add_argument("--accept-regression", metavar="WHY", default="",
+                         help="write the baseline although the run's gate was REGRESSED or INCONCLUSIVE (a "
+                              "slowdown you accept, e.g. 'vLLM 0.26 trades 5%% throughput for correctness'); "
+                              "WHY is stored in the baseline")
     refresh.set_defaults(func=run_refresh)
 
 
@@ -52,6 +56,8 @@ def run_show(args: argparse.Namespace) -> int:
             continue
         print(f"{b.key}: {b.repeats} repeats, {b.gpu_model or b.gpu_class}, vLLM {b.vllm_version or '?'}, "
               f"written {b.created_at or '?'} ({path})")
+        if b.accepted_regression:
+            print(f"  accepted although its gate failed: {b.accepted_regression}")
         if not args.filter:
             continue
         settings = load_gate_settings(b.gpu_class)
@@ -78,32 +84,49 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _failed_keys(results_dir: Path) -> dict[str, str]:
-    """Keys whose SLOs or gate failed in the saved run (from its run.json), with why."""
+# Gate verdicts --accept-regression may overrule (a slowdown someone accepts); INVALID never: an invalid
+# run's figures describe the client or a broken telemetry, not the server.
+ACCEPTABLE = ("regressed", "inconclusive")
+
+
+def _failed_keys(results_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Keys whose SLOs failed or gate was INVALID (refused always), and keys whose gate was REGRESSED or
+    INCONCLUSIVE (refused unless accepted), from the saved run's run.json, each with why."""
     try:
         run = json.loads((results_dir / "run.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
-        return {}
+        return {}, {}
     failed: dict[str, str] = {}
+    regressed: dict[str, str] = {}
     for v in run.get("slo", []):
         if not v.get("passed", True):
             names = [r["metric"] for r in v.get("rows", []) if r.get("status") == "fail"]
             failed[v["key"]] = "SLO failed: " + ", ".join(names)
     for v in run.get("gate", []):
-        if v.get("status") in ("regressed", "inconclusive", "invalid"):
-            failed.setdefault(v["key"], f"its baseline gate was {v['status'].upper()}")
-    return failed
+        status = v.get("status")
+        if status == "invalid":
+            failed.setdefault(v["key"], "its baseline gate was INVALID (" + "; ".join(v.get("reasons", [])) + ")")
+        elif status in ACCEPTABLE:
+            regressed[v["key"]] = f"its baseline gate was {status.upper()}"
+    return failed, regressed
 
 
 def run_refresh(args: argparse.Namespace) -> int:
-    phases, failed = [], {}
+    phases, failed, regressed = [], {}, {}
     for source in args.sources:
-        for p in read_phase_results(source):
+        for p in read_declared_phases(source):
             if args.only in p.key:  # artifacts made absolute: phases of several runs are pooled below
                 p.artifacts = {k: str(Path(source, v).resolve()) for k, v in p.artifacts.items()}
                 phases.append(p)
-        for key, why in _failed_keys(source).items():
+        refused, accepted = _failed_keys(source)
+        for key, why in refused.items():
             failed[key] = f"{why} in {source}"
+        for key, why in accepted.items():
+            regressed.setdefault(key, []).append(f"{why} in {source}")
+    for key, whys in regressed.items():
+        if not args.accept_regression:
+            failed.setdefault(key, "; ".join(whys) + " (a regression does not become the baseline unless you "
+                                   "say why: --accept-regression WHY)")
     if not phases:
         raise BaselineError(f"no phase results{' matching ' + repr(args.only) if args.only else ''}",
                             source=", ".join(map(str, args.sources)),
@@ -113,6 +136,13 @@ def run_refresh(args: argparse.Namespace) -> int:
         groups.setdefault(p.key, []).append(p)
     refused = 0
     label = ", ".join(map(str, args.sources))
+
+    def accepted(key: str) -> str:
+        """The stored reason where this key's gate failed and the user accepted it: why, and what failed."""
+        if key not in regressed or not args.accept_regression:
+            return ""
+        return f"{args.accept_regression} ({'; '.join(regressed[key])})"
+
     for key, group in groups.items():
         path = baseline_path(group[0].gpu_class, group[0].profile, group[0].scenario, args.dir)
         sessions = load_gate_settings(group[0].gpu_class).baseline_sessions
@@ -122,12 +152,13 @@ def run_refresh(args: argparse.Namespace) -> int:
 
                 new = baseline_from_phases(group, results_dir=args.sources[0], min_repeats=args.min_repeats,
                                            failed=failed.get(key), min_sessions=sessions)
-                new.source = label
+                new.source, new.accepted_regression = label, accepted(key)
                 old = load_baseline(path) if path.exists() else None
                 print(f"(dry run) {path}:\n{diff_baselines(old, new)}\n")
             else:
                 write_baseline(path, group, results_dir=args.sources[0], min_repeats=args.min_repeats,
-                               failed=failed.get(key), min_sessions=sessions, echo=print, source=label)
+                               failed=failed.get(key), min_sessions=sessions, echo=print, source=label,
+                               accepted_regression=accepted(key))
                 print()
         except (BaselineError, InvalidRunError) as exc:
             refused += 1

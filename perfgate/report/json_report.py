@@ -95,3 +95,38 @@ def read_phase_results(results_dir: Path) -> list[PhaseResult]:
     if not phases and run_json:
         phases = [PhaseResult.from_dict(p) for p in run_json["phases"] if _looks_like_phase(p)]
     return sorted(phases, key=lambda p: (p.key, p.started_at, p.repeat))
+
+
+def read_declared_phases(results_dir: Path) -> list[PhaseResult]:
+    """The phases a finished run declares as its own: the files its ``session.json`` lists, else the phases
+    in its ``run.json``. Never a directory walk: an A/B measured inside the run (``ab/A``, ``ab/B``) writes
+    phases of the same profile under nested directories, and pooling those would put a deliberately slowed
+    server into the profile's baseline. A directory without either file is a run that did not finish."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise ResultsDirError("results directory not found", source=str(results_dir),
+                              fix="give the directory a run wrote (it holds run.json and session.json)")
+    session = _read_json(results_dir / "session.json")
+    if isinstance(session, dict) and isinstance(session.get("phases"), list):
+        phases = []
+        for rel in session["phases"]:
+            data = _read_json(results_dir / rel)
+            if not _looks_like_phase(data):
+                raise ResultsDirError(f"session.json lists {rel}, which is missing or not a phase result",
+                                      source=str(results_dir), fix="restore the file, or refresh from another run")
+            phases.append(PhaseResult.from_dict(data))
+        return sorted(phases, key=lambda p: (p.key, p.started_at, p.repeat))
+    run = _read_json(results_dir / "run.json")
+    if isinstance(run, dict) and isinstance(run.get("phases"), list):
+        phases = [PhaseResult.from_dict(p) for p in run["phases"] if _looks_like_phase(p)]
+        return sorted(phases, key=lambda p: (p.key, p.started_at, p.repeat))
+    raise ResultsDirError("no session.json or run.json: the run did not finish, so which phases are its own "
+                          "(and whether its gate passed) is unknown", source=str(results_dir),
+                          fix="refresh from a finished run's results directory")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
