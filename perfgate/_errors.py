@@ -65,3 +65,10 @@ class ResultsDirError(PerfgateError):
 
 class InvalidRunError(PerfgateError):
     """The load generator could not keep its schedule; the measured figures do not describe the server."""
+
+
+class PerfCheckFailed(PerfgateError):
+    """A perf test's check failed (SLO, gate, invalid run, server gone); the message is the verdict table.
+
+    Raised by ``perfgate.runner.PhaseRunner`` outside pytest; the ``perfgate`` fixture fails the test instead.
+    """

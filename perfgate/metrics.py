@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from perfgate.load.request import ERROR_CLASSES, RequestRecord
+from perfgate.records import ERROR_CLASSES, RequestRecord
 
 PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
 GOODPUT_KEYS = ("ttft", "tpot", "e2el")

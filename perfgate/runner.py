@@ -1,7 +1,8 @@
 """What a perf test calls: measure a scenario (with repeats), then assert SLOs and the baseline gate.
 
-Failures raise through ``fail`` (pytest.fail in the fixture) with one table and the path of the raw
-results, so a person reads the verdict in seconds. Nothing here imports pytest.
+Failures raise through ``fail`` (the ``perfgate`` fixture passes one that calls pytest.fail; the default
+raises ``PerfCheckFailed``) with one table and the path of the raw results, so a person reads the verdict
+in seconds. Nothing here imports pytest.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Any
 
 import httpx
 
-from perfgate._errors import PerfgateError
+from perfgate._errors import PerfCheckFailed, PerfgateError
 from perfgate.gate import INCONCLUSIVE, NEW, GateVerdict
 from perfgate.gate_settings import GateSettings
+from perfgate.load.source import LocustLoad
 from perfgate.measure import measure_phase
 from perfgate.phase import PhaseResult
 from perfgate.scenario import Scenario
@@ -24,16 +26,14 @@ from perfgate.session import PerfgateSession
 from perfgate.target import Target
 
 
-def _pytest_fail(message: str) -> None:
-    import pytest
-
-    pytest.fail(message, pytrace=False)
+def raise_check_failed(message: str) -> None:
+    raise PerfCheckFailed(message)
 
 
 class PhaseRunner:
     def __init__(self, target: Target, session: PerfgateSession, *, benchmark_provider: Callable[[], Any] | None = None,
                  hook: Any = None, config: Any = None, test_id: str = "",
-                 fail: Callable[[str], None] = _pytest_fail) -> None:
+                 fail: Callable[[str], None] = raise_check_failed) -> None:
         self.target = target
         self.session = session
         self._benchmark_provider = benchmark_provider
@@ -151,7 +151,6 @@ class PhaseRunner:
 
         Measured from Locust's raw per-request records (its own percentiles are bucketed).
         """
-        from perfgate.measure import measure_locust_phase
         from perfgate.scenario import load_scenario
 
         try:
@@ -159,11 +158,12 @@ class PhaseRunner:
         except PerfgateError as exc:
             self.fail(str(exc))
         self._require_alive("before")
+        source = LocustLoad(ramp=ramp, processes=processes)
         repeat = sum(1 for p in self.session.phases if p.profile == self.target.profile
-                     and p.scenario == f"{spec.name}-locust")
+                     and p.scenario == source.phase_name(spec))
         try:
-            phase = await measure_locust_phase(self.target, spec, results_dir=self.results_dir, ramp=ramp,
-                                               repeat=repeat, processes=processes, nonce=self.session.prompt_nonce)
+            phase = await measure_phase(self.target, spec, results_dir=self.results_dir, repeat=repeat,
+                                        nonce=self.session.prompt_nonce, source=source)
         except PerfgateError as exc:
             self.fail(str(exc))
         self.phases.setdefault(phase.scenario, []).append(phase)

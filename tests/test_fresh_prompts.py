@@ -19,8 +19,10 @@ import pytest
 from pydantic import ValidationError
 
 from perfgate._errors import ConfigError
-from perfgate.load.engine import request_specs, run_load, run_sweep
+from perfgate.load.engine import run_load
 from perfgate.load.prompts import PromptBuilder, PromptStream, load_tokenizer, new_nonce
+from perfgate.load.schedule import request_specs
+from perfgate.load.sweep import run_sweep
 from perfgate.measure import PREFIX_HIT_TOLERANCE_PCT, check_prefix_cache, prefix_cache_verdict
 from perfgate.phase import PhaseResult
 from perfgate.scenario import (

@@ -25,7 +25,7 @@ from perfgate.load import (
     run_sweep,
     send_request,
 )
-from perfgate.load.engine import arrival_offsets
+from perfgate.load.schedule import arrival_offsets
 from perfgate.scenario import ClosedLoop, Fixed, OpenLoop, Scenario, SelfCheck, Warmup
 
 

@@ -25,8 +25,8 @@ from perfgate.load.locust_runner import (
     stage_at,
     worker_records_path,
 )
-from perfgate.load.request import RequestRecord
 from perfgate.load.stream import PromptStream
+from perfgate.records import RequestRecord
 from perfgate.scenario import ClosedLoop, Fixed, Scenario, Warmup
 
 

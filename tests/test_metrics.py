@@ -8,8 +8,8 @@ import random
 import pytest
 
 from perfgate.catalog import METRICS
-from perfgate.load.request import RequestRecord
 from perfgate.metrics import compute_metrics, format_table, is_flushed_stream, latency_stats, regime_note
+from perfgate.records import RequestRecord
 
 
 def synthetic_records(n: int = 40, seed: int = 3) -> list[RequestRecord]:

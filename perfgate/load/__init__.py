@@ -1,27 +1,23 @@
-"""The load generator: requests (``request``), prompts of exact length (``prompts``), the engine (``engine``).
+"""The load side: requests of exact length (``prompts``, ``schedule``), how they are sent (``request``, ``sse``,
+``fasthttp``, ``client``), the async engine (``drivers``, ``warmup``, ``engine``, ``sweep``) and Locust
+(``locust_runner``; ``locust_user`` only inside a Locust process).
 
-Flat public API; the engine's names are imported lazily because ``perfgate.metrics`` (which the engine
-uses) imports ``perfgate.load.request``.
+Imports run one way: ``perfgate.records`` and ``perfgate.metrics`` sit below this package and import
+nothing of it, so this flat API imports the engine directly.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from perfgate.load.client import make_client
+from perfgate.load.drivers import closed_loop, open_loop
+from perfgate.load.engine import LoadResult, run_load
 from perfgate.load.prompts import Prompt, PromptBuilder, load_tokenizer
-from perfgate.load.request import ERROR_CLASSES, RequestRecord, RequestSpec, send_request
-
-_ENGINE = ("LoadResult", "SweepPoint", "SweepResult", "arrival_offsets", "check_bounds", "closed_loop",
-           "make_client", "open_loop", "request_specs", "run_load", "run_sweep")
+from perfgate.load.request import send_request
+from perfgate.load.schedule import arrival_offsets, request_specs
+from perfgate.load.sweep import SweepPoint, SweepResult, check_bounds, run_sweep
+from perfgate.load.warmup import warm_up
+from perfgate.records import ERROR_CLASSES, RequestRecord, RequestSpec
 
 __all__ = ["ERROR_CLASSES", "LoadResult", "Prompt", "PromptBuilder", "RequestRecord", "RequestSpec", "SweepPoint",
            "SweepResult", "arrival_offsets", "check_bounds", "closed_loop", "load_tokenizer", "make_client",
-           "open_loop", "request_specs", "run_load", "run_sweep", "send_request"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _ENGINE:
-        from perfgate.load import engine
-
-        return getattr(engine, name)
-    raise AttributeError(f"module 'perfgate.load' has no attribute '{name}'")
+           "open_loop", "request_specs", "run_load", "run_sweep", "send_request", "warm_up"]

@@ -14,15 +14,8 @@ import asyncio
 import time
 from urllib.parse import urlsplit
 
-from perfgate.load.request import (
-    ErrorClass,
-    RequestRecord,
-    RequestSpec,
-    SSEParser,
-    StreamError,
-    _fail,
-    finish,
-)
+from perfgate.load.sse import SSEParser, StreamError, finish
+from perfgate.records import ErrorClass, RequestRecord, RequestSpec
 
 
 class _Conn(asyncio.Protocol):
@@ -64,11 +57,11 @@ class _Conn(asyncio.Protocol):
         if done is None or done.done() or record is None:
             return
         if error is not None:
-            _fail(record, error, detail)
+            record.fail(error, detail)
             self.keep_alive = False
         elif status != 200:
             kind: ErrorClass = "http_4xx" if 400 <= status < 500 else "http_5xx"
-            _fail(record, kind, f"HTTP {status}: {detail}")
+            record.fail(kind, f"HTTP {status}: {detail}")
         else:
             assert parser is not None
             finish(record, parser)
@@ -199,7 +192,7 @@ class FastClient:
                     reused = False
                     conn = await self._connect()
             except (OSError, asyncio.TimeoutError) as exc:
-                return _fail(record, "connect", f"{type(exc).__name__}: {exc or 'connect timeout'}")
+                return record.fail("connect", f"{type(exc).__name__}: {exc or 'connect timeout'}")
             done = loop.create_future()
             conn._reset(record, SSEParser(record.token_times, spec.chat), done)
             timer = loop.call_at(loop.time() + max(0.0, deadline - time.perf_counter()), self._timeout,

@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from perfgate._errors import ConfigError, PerfgateError
-from perfgate.load.request import RequestRecord
 from perfgate.load.stream import PromptStream, new_nonce
+from perfgate.metrics import compute_metrics, mismatch_summary
+from perfgate.records import RequestRecord
 from perfgate.scenario import ClosedLoop, OpenLoop, Scenario, load_scenario
+from perfgate.server import tail
 
 RECORDS_ENV = "PERFGATE_LOCUST_RECORDS"  # where the users write their records (a .jsonl path)
 API_KEY_ENV = "PERFGATE_API_KEY"  # bearer token for the server; never on a command line (ps shows argv)
@@ -156,8 +158,6 @@ class LocustResult:
         return not self.invalid_reasons
 
     def log_tail(self, lines: int = 40) -> str:
-        from perfgate.server import tail
-
         return tail(self.log, lines)
 
 
@@ -209,8 +209,6 @@ def run_locust(base_url: str, scenario: Scenario | str, *, model: str, tokenizer
     ``prompt_stream``: where the users' prompts come from (default: a fresh nonce, repeat 0); its seed
     replaces the scenario's in the scenario file the users read.
     """
-    from perfgate.metrics import compute_metrics, mismatch_summary
-
     if isinstance(scenario, str):
         scenario = load_scenario(scenario)
     results_dir = Path(results_dir).resolve()

@@ -4,11 +4,10 @@ Import this only inside a Locust process (``locust -f perf_tests/locustfile.py``
 monkey-patches the interpreter through gevent. From pytest, use ``perfgate.load.locust_runner.run_locust``,
 which runs Locust as a child process.
 
-Each request is built from the scenario like the async engine's (``perfgate.load.engine.request_specs``:
-prompts of an exact token count from the served model's tokenizer, built before the test starts, drawn from
-``PromptStream(scenario.seed, --perfgate-prompt-nonce, --perfgate-prompt-repeat)``; each ``--processes``
-worker draws its own part of it, so no two send the same prompt), streamed,
-and parsed one SSE event at a time. Locust sees three request events per request: ``e2e`` (the request
+This module is the Locust glue: command-line options, the per-process ``LocustRun``
+(``perfgate.load.locust_setup``: scenario, prepared requests, records file), distributed start-up, the ramp
+shape and the user. Each request is streamed and parsed by the engine's SSE parser
+(``perfgate.load.sse.read_lines``). Locust sees three request events per request: ``e2e`` (the request
 itself; failures carry the error class), ``ttft`` and ``itl`` (the request's mean inter-token gap), all in
 ms, for its UI and CSV. Locust rounds response times into buckets, so the numbers an SLO reads come from
 the raw records each process writes to ``$PERFGATE_LOCUST_RECORDS`` (``RequestRecord`` fields, one JSON
@@ -21,19 +20,14 @@ user reads line by line (``readline``), which returns as soon as a line is compl
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
 import os
 import random
 import socket
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from http.client import HTTPException
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import gevent
 from locust import FastHttpUser, LoadTestShape, constant, events, runners, task
@@ -43,17 +37,11 @@ from locust.runners import MasterRunner, WorkerRunner
 from transformers import AutoTokenizer  # noqa: F401
 
 from perfgate._errors import ConfigError, PerfgateError
-from perfgate.load.locust_runner import (
-    API_KEY_ENV,
-    RECORDS_ENV,
-    Stage,
-    parse_ramp,
-    record_line,
-    stage_at,
-    worker_records_path,
-)
-from perfgate.load.request import ErrorClass, RequestRecord, RequestSpec
-from perfgate.scenario import OpenLoop, Scenario, load_scenario
+from perfgate.load.locust_runner import RECORDS_ENV, stage_at
+from perfgate.load.locust_setup import LocustRun
+from perfgate.load.sse import StreamError, read_lines
+from perfgate.records import RequestRecord, RequestSpec
+from perfgate.scenario import OpenLoop
 
 log = logging.getLogger("perfgate.locust")
 
@@ -93,114 +81,7 @@ def ramp_requested(argv: list[str] | None = None) -> bool:
         a == "--perfgate-ramp" or a.startswith("--perfgate-ramp=") for a in argv)
 
 
-class _Run:
-    """Per-process state: the scenario, its prepared requests, the records file."""
-
-    def __init__(self) -> None:
-        self.scenario: Scenario | None = None
-        self.model = ""
-        self.specs: Iterator[RequestSpec] = iter(())
-        self.headers: dict[str, str] = {}
-        self.stages: list[Stage] = []
-        self.users_target = 1
-        self.warmup_s = 0.0
-        self.t0: float | None = None
-        self.records_path: Path | None = None
-        self._records: TextIO | None = None
-
-    def configure(self, opts: Any, host: str | None, *, prepare: bool, worker: bool) -> None:
-        if not opts.perfgate_scenario:
-            raise ConfigError("no scenario given", fix="pass --perfgate-scenario NAME (or set PERFGATE_SCENARIO)")
-        self.scenario = _read_scenario(opts.perfgate_scenario)
-        self.stages = parse_ramp(opts.perfgate_ramp) if opts.perfgate_ramp else []
-        self.users_target = max((s.users for s in self.stages), default=0) or opts.num_users or 1
-        self.warmup_s = opts.perfgate_warmup_s
-        api_key = os.environ.get(API_KEY_ENV)
-        self.headers = {"Content-Type": "application/json", "Accept": "text/event-stream",
-                        "Accept-Encoding": "identity"}
-        if api_key:
-            self.headers["Authorization"] = f"Bearer {api_key}"
-        LlmUser.network_timeout = self.scenario.request_timeout_s  # bounds a stalled stream
-        if opts.perfgate_records:
-            path = Path(opts.perfgate_records)
-            self.records_path = worker_records_path(path, os.getpid()) if worker else path
-        if not prepare:  # the master of a distributed run sends nothing
-            return
-        model, root = opts.perfgate_model, None
-        if not model or not opts.perfgate_tokenizer:
-            model, root = _served_model(host, model, self.headers)
-        self.model = model
-        tokenizer = opts.perfgate_tokenizer or root
-        from perfgate.load.engine import request_specs
-        from perfgate.load.prompts import PromptBuilder, load_tokenizer
-        from perfgate.load.stream import PromptStream, new_nonce
-
-        builder = PromptBuilder(load_tokenizer(tokenizer), chat=self.scenario.endpoint.endswith("chat/completions"))
-        # Without a nonce from the command line every process draws its own: prompts stay fresh, but then a
-        # shared prefix is shared per process only.
-        stream = PromptStream(self.scenario.seed, opts.perfgate_prompt_nonce or new_nonce(),
-                              opts.perfgate_prompt_repeat)
-        # Workers draw different prompts (identical ones would hit vLLM's prefix cache); the phase's shared
-        # prefix, if the scenario declares one, is the same for all of them.
-        lazy = request_specs(self.scenario, builder, model, stream, f"locust-{os.getpid()}" if worker else "locust",
-                             prefix_name="locust")
-        pool = list(itertools.islice(lazy, max(0, opts.perfgate_prompt_pool)))
-        self.specs = itertools.chain(pool, lazy)
-        log.info("perfgate: scenario %s (%s), %d requests prepared, prompt stream %s", self.scenario.name,
-                 self.scenario.workload(), len(pool), stream.as_dict())
-
-    def phase(self, scheduled: float) -> str:
-        if self.t0 is None:
-            self.t0 = scheduled
-        return "warmup" if scheduled < self.t0 + self.warmup_s else "measure"
-
-    def write(self, record: RequestRecord) -> None:
-        if self.records_path is None:
-            return
-        if self._records is None:  # opened on first use: a distributed master never creates a file
-            self.records_path.parent.mkdir(parents=True, exist_ok=True)
-            self._records = self.records_path.open("a", encoding="utf-8", buffering=1)
-        self._records.write(record_line(record, pid=os.getpid()) + "\n")
-
-    def close(self) -> None:
-        if self._records is not None:
-            self._records.close()
-            self._records = None
-
-
-RUN = _Run()
-
-
-def _read_scenario(name: str) -> Scenario:
-    if name.endswith(".json"):  # what run_locust writes: the resolved scenario, exactly as the test built it
-        from perfgate._toml import validate
-
-        path = Path(name)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read the scenario: {exc}", source=name) from None
-        return validate(Scenario, data, path, "scenario")
-    return load_scenario(name)
-
-
-def _served_model(host: str | None, model: str, headers: dict[str, str]) -> tuple[str, str | None]:
-    """(model, its tokenizer directory) from the server's /v1/models (vLLM lists the model path as 'root')."""
-    fix = "pass --perfgate-model and --perfgate-tokenizer, or check --host"
-    if not host:
-        raise ConfigError("no --host to ask for the served model", fix=fix)
-    request = urllib.request.Request(host.rstrip("/") + "/v1/models",
-                                     headers={k: v for k, v in headers.items() if k == "Authorization"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            entries = json.load(response)["data"]
-    except Exception as exc:  # noqa: BLE001 - URLError, HTTPError, bad JSON: all mean "cannot discover"
-        raise ConfigError(f"cannot list the models of {host}: {type(exc).__name__}: {exc}", fix=fix) from None
-    entry = next((e for e in entries if not model or e.get("id") == model), None)
-    if entry is None:
-        raise ConfigError(f"{host} serves no model '{model}' (it serves {', '.join(e['id'] for e in entries)})",
-                          fix=fix)
-    return entry["id"], entry.get("root")
+RUN = LocustRun()
 
 
 # Distributed runs: a worker connects to its master before Locust fires `init`, then prepares its prompts
@@ -224,6 +105,7 @@ def _on_init(environment: Any, runner: Any = None, **_: Any) -> None:
         runner.register_message(_FAILED, lambda msg, **kw: replies.setdefault(msg.node_id, str(msg.data)))
     try:
         RUN.configure(opts, environment.host, prepare=not master, worker=worker)
+        LlmUser.network_timeout = RUN.scenario.request_timeout_s  # bounds a stalled stream
         if master and opts.headless:
             _wait_for_workers(replies, opts.expect_workers)
     except PerfgateError as exc:
@@ -269,65 +151,12 @@ class RampShape(LoadTestShape):
         return None if stage is None else (stage.users, stage.spawn_rate)
 
 
-def _fail(record: RequestRecord, error: ErrorClass, detail: str) -> RequestRecord:
-    record.error, record.error_detail = error, detail[:500]
-    return record
-
-
 def _discard(raw: Any) -> None:
     """Close a connection whose body was not read to the end (it must not go back to the pool)."""
     pool, sock = getattr(raw, "_pool", None), getattr(raw, "_sock", None)
     if pool is not None and sock is not None:
         pool.release_socket(sock)
         raw._sock = raw._pool = None
-
-
-def read_stream(raw: Any, record: RequestRecord, *, chat: bool, deadline: float) -> RequestRecord:
-    """Parse the SSE body line by line into ``record`` (same rules as ``perfgate.load.request``)."""
-    token_times = record.token_times
-    data_lines: list[bytes] = []
-    done = False
-    while True:
-        line = raw.readline(b"\n")
-        now = time.perf_counter()
-        if not line:
-            break
-        line = line.rstrip(b"\r\n")
-        if line.startswith(b"data:"):
-            data_lines.append(line[5:].strip())
-            continue
-        if line or not data_lines:  # comment (keep-alive), other field, or a blank line with no event
-            continue
-        event = b"\n".join(data_lines)
-        data_lines.clear()
-        if event == b"[DONE]":
-            done = True
-            continue
-        data = json.loads(event)
-        if choices := data.get("choices"):
-            choice = choices[0]
-            delta = (choice.get("delta") or {}) if chat else {}
-            # The chat endpoint's role-only opening chunk carries no token.
-            if not (chat and "role" in delta and not delta.get("content") and not choice.get("finish_reason")):
-                token_times.append(now)
-        elif usage := data.get("usage"):
-            record.prompt_tokens, record.output_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        elif "error" in data:
-            err = data["error"]
-            _discard(raw)
-            return _fail(record, "stream", f"error event in the stream: "
-                                           f"{err.get('message', err) if isinstance(err, dict) else err}")
-        if now > deadline:
-            _discard(raw)
-            return _fail(record, "timeout", "request exceeded the scenario's request_timeout_s")
-    record.closed = time.perf_counter()
-    if token_times:
-        record.first_token, record.end = token_times[0], token_times[-1]
-    if not done:
-        return _fail(record, "stream", "stream ended without data: [DONE] (truncated)")
-    if not token_times:
-        return _fail(record, "stream", "stream carried no token")
-    return record
 
 
 class LlmUser(FastHttpUser):
@@ -369,9 +198,7 @@ class LlmUser(FastHttpUser):
 
     def send(self, spec: RequestSpec, scheduled: float) -> RequestRecord:
         """Stream ``spec``; report it to Locust; return its record (never raises, except GreenletExit)."""
-        record = RequestRecord(index=spec.index, phase=RUN.phase(scheduled), scheduled=scheduled,
-                               prompt_tokens_expected=spec.prompt_tokens, output_tokens_expected=spec.max_tokens,
-                               ignore_eos=spec.ignore_eos)
+        record = RequestRecord.for_spec(spec, scheduled=scheduled, phase=RUN.phase(scheduled))
         kind = "chat" if spec.chat else "completions"
         timeout_s = RUN.scenario.request_timeout_s if RUN.scenario else 600.0
         record.sent = time.perf_counter()
@@ -389,7 +216,7 @@ class LlmUser(FastHttpUser):
                     resp.failure(f"{record.error}: {record.error_detail[:160]}")
         except Exception as exc:  # noqa: BLE001 - an unforeseen client error is still a record, never lost
             if record.error is None:
-                _fail(record, "stream" if record.status else "connect", f"{type(exc).__name__}: {exc}")
+                record.fail("stream" if record.status else "connect", f"{type(exc).__name__}: {exc}")
         if record.success:
             fire = self.environment.events.request.fire
             fire(request_type=kind, name="ttft", response_time=record.ttft * 1000.0,  # type: ignore[operator]
@@ -406,22 +233,28 @@ class LlmUser(FastHttpUser):
         record.status = raw.get_code() if raw is not None else 0
         if raw is None or (error is not None and not record.status):
             timeout = isinstance(error, (socket.timeout, TimeoutError, gevent.Timeout))
-            _fail(record, "timeout" if timeout else "connect", f"{type(error).__name__}: {error}")
+            record.fail("timeout" if timeout else "connect", f"{type(error).__name__}: {error}")
             return
         if record.status != 200:
             # geventhttpclient read the error body already (for its log); Locust keeps it here.
             body = (getattr(resp, "_cached_content", None) or b"")[:300].decode("utf-8", "replace")
             _discard(raw)
-            _fail(record, "http_4xx" if 400 <= record.status < 500 else "http_5xx", f"HTTP {record.status}: {body}")
+            record.fail("http_4xx" if 400 <= record.status < 500 else "http_5xx", f"HTTP {record.status}: {body}")
             return
         try:
-            read_stream(raw, record, chat=chat, deadline=deadline)
+            read_lines(lambda: raw.readline(b"\n"), record, chat=chat, deadline=deadline,
+                       timeout_detail="request exceeded the scenario's request_timeout_s")
+            if record.error == "timeout":
+                _discard(raw)
+        except StreamError as exc:
+            _discard(raw)
+            record.fail("stream", f"error event in the stream: {exc}")
         except (TimeoutError, gevent.Timeout) as exc:
             _discard(raw)
-            _fail(record, "timeout", f"no data within {LlmUser.network_timeout:g} s: {type(exc).__name__}")
+            record.fail("timeout", f"no data within {LlmUser.network_timeout:g} s: {type(exc).__name__}")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             _discard(raw)
-            _fail(record, "stream", f"malformed SSE event: {type(exc).__name__}: {exc}")
+            record.fail("stream", f"malformed SSE event: {type(exc).__name__}: {exc}")
         except (OSError, HTTPException) as exc:  # reset or closed mid-stream (HTTPConnectionClosed, parse errors)
             _discard(raw)
-            _fail(record, "stream", f"{type(exc).__name__}: {exc}")
+            record.fail("stream", f"{type(exc).__name__}: {exc}")

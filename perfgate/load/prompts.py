@@ -19,6 +19,7 @@ from typing import Any
 
 from perfgate._errors import ConfigError
 from perfgate.load.stream import PromptStream, new_nonce
+from perfgate.models import resolve_model
 
 __all__ = ["Prompt", "PromptBuilder", "PromptStream", "load_tokenizer", "new_nonce"]
 
@@ -38,8 +39,6 @@ class Prompt:
 def load_tokenizer(name_or_path: str) -> Any:
     """A Hugging Face tokenizer from a model directory (or ``synthetic:<name>``, or a cached hub id)."""
     if name_or_path.startswith("synthetic:"):
-        from perfgate.models import resolve_model
-
         name_or_path = resolve_model(name_or_path)
     try:
         from transformers import AutoTokenizer
