@@ -103,6 +103,10 @@ async def measure_phase(target: Target, scenario: Scenario, *, results_dir: Path
                         fingerprint=dict(target.fingerprint), started_at=time.time(), repeat=repeat,
                         server_session=target.server_session,
                         prompt_stream=stream.as_dict())
+    # What the phase sent, as a digest: a baseline of another workload under the same name is refused. A
+    # Locust phase's ramp is part of its workload.
+    phase.fingerprint["scenario_digest"] = scenario.content_digest(
+        extra="" if name == scenario.name else source.workload_note(scenario))
     phase.notes.append(source.workload_note(scenario))
     telemetry = Telemetry(target.server.metrics_url, pids_provider=target.server.pids, gpu_class=target.gpu_class,
                           model_dir=target.model_dir, api_key=target.api_key, nvml_interval_s=nvml_interval_s)
