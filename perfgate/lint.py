@@ -10,6 +10,7 @@ worse, silently accepts a unique prefix: ``--num-gpu-blocks 16384`` parses as ``
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import os
 import re
@@ -42,6 +43,15 @@ _REMOVED_HINTS = {
     "--batching-strategy": "vLLM always batches continuously; there is nothing to choose",
     "--scheduler-delay-factor": "removed with vLLM's V0 scheduler",
 }
+
+# `python -m <module>` launchers that serve vLLM's OpenAI-compatible API (the one perfgate drives).
+_SERVING_MODULES = ("vllm.entrypoints.openai.api_server", "vllm.entrypoints.cli.main")
+# Entry points write-ups still use that vLLM no longer has, with why.
+_REMOVED_MODULES = {
+    "vllm.entrypoints.api_server": "vLLM's old demo server (a bare /generate endpoint, never OpenAI-compatible), "
+                                   "removed from vLLM",
+}
+_USE_INSTEAD = "`vllm serve MODEL ...` or `python -m vllm.entrypoints.openai.api_server --model MODEL ...`"
 
 _NUMBER = re.compile(r"^-\d+(\.\d*)?([eE][-+]?\d+)?$|^-\.\d+$")
 _INT = re.compile(r"^[-+]?\d+$")
@@ -355,6 +365,17 @@ def strip_program(argv: list[str]) -> tuple[list[str], bool]:
                             "`python -m vllm.entrypoints.openai.api_server --model M ...`")
 
 
+def entry_point_problem(argv: list[str], vllm_version: str) -> LintProblem | None:
+    """A ``python -m vllm.<module>`` launcher that is not vLLM's OpenAI-compatible server, or no longer exists."""
+    tokens = [t for arg in argv for t in (shlex.split(arg) if " " in arg.strip() else [arg])]
+    module = next((b for a, b in itertools.pairwise(tokens) if a == "-m" and b.startswith("vllm")), None)
+    if module is None or module in _SERVING_MODULES:
+        return None
+    why = _REMOVED_MODULES.get(module, f"not an entry point of vLLM {vllm_version} that serves the OpenAI API")
+    return LintProblem(f"python -m {module}", f"{why}; launch with {_USE_INSTEAD}", suggestion="vllm serve",
+                       source="command line")
+
+
 def lint_argv(argv: list[str], *, python: str | None = None, cache_dir: Path | None = None) -> LintReport:
     """Check a raw launch command (``vllm serve MODEL --flag ...``), reporting every bad flag, not the first."""
     options, _ = strip_program(argv)
@@ -362,11 +383,13 @@ def lint_argv(argv: list[str], *, python: str | None = None, cache_dir: Path | N
         raise PerfgateError("empty command line", fix="put the command after `--`: perfgate lint -- vllm serve M ...")
     spec = load_arg_spec(python, cache_dir=cache_dir)
     report = LintReport(subject="command line", vllm_version=spec.version)
+    if (program := entry_point_problem(argv, spec.version)) is not None:
+        report.problems.append(program)
     # The model is either the positional (vLLM's `model_tag`) or --model; with --model, vLLM takes a
     # positional as a second model, so none is allowed then.
     has_model_flag = any(re.match(r"^--model(=|$)", t) for t in options)
-    report.problems, report.warnings, report.flags_checked = check_tokens(
-        options, spec, allow_positional=not has_model_flag)
+    problems, report.warnings, report.flags_checked = check_tokens(options, spec, allow_positional=not has_model_flag)
+    report.problems += problems
     return report
 
 

@@ -217,3 +217,19 @@ def test_cli_exit_codes(capsys, tmp_path):
     assert f"{typo.resolve()}:3" in capsys.readouterr().out
     assert main(["lint", "no-such-profile", "--profiles-dir", str(PROFILES)]) == 2
     assert "no profile named 'no-such-profile'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["python", "-m", "vllm.entrypoints.api_server", "--model", "Qwen/Qwen3-4B-Instruct-2507", "--max-num-seqs", "256"],
+    ["python -m vllm.entrypoints.api_server --model Qwen/Qwen3-4B-Instruct-2507 --max-num-seqs 256"],  # pasted whole
+])
+def test_the_seeds_removed_api_server_module_is_flagged_naming_vllm_serve(argv, capsys):
+    report = lint_argv(argv)
+    problem = next(p for p in report.problems if "api_server" in p.flag)
+    assert problem.flag == "python -m vllm.entrypoints.api_server"
+    assert "removed from vLLM" in problem.message and "vllm serve" in problem.message
+    assert "python -m vllm.entrypoints.openai.api_server" in problem.message
+    assert main(["lint", "--", *argv]) == 1
+    assert "vllm serve" in capsys.readouterr().out
+    # the OpenAI server module perfgate itself launches is not flagged
+    assert lint_argv(["python", "-m", "vllm.entrypoints.openai.api_server", "--model", "m"]).ok
