@@ -86,3 +86,22 @@ def test_records_a_phase(pytestconfig):
                                  "Request throughput (req/s):*21.50", "P99 TTFT (ms):*90.00",
                                  f"results: {suite.path / 'r'}"])
     assert (suite.path / "r" / "run.json").is_file() and (suite.path / "r" / "summary.md").is_file()
+
+
+def test_terminal_summary_labels_a_provisional_slo_verdict(suite):
+    suite.makepyfile(test_provisional='''
+from perfgate.phase import PhaseResult
+from perfgate.slo import PASS, SloRow, SloVerdict
+
+def test_records_a_verdict(pytestconfig):
+    phase = PhaseResult("cpu-tiny", "cpu-closed", "cpu", metrics={"completed": 160, "p99_e2el_ms": 900.0})
+    pytestconfig.perfgate.phases.append(phase)
+    row = SloRow("p99_e2el_ms", "<= 1,200 ms", 900.0, 0.25, PASS, per_repeat=[900.0])
+    pytestconfig.perfgate.verdicts[phase.key] = {
+        "slo": SloVerdict(phase.key, [row], ["slos/cpu.toml"], provisional=True)}
+''')
+    result = suite.runpytest("test_provisional.py", f"--perfgate-results-dir={suite.path / 'r'}")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*= perfgate =*",
+                                 "SLOs cpu/cpu-tiny/cpu-closed: PASS (PROVISIONAL bounds, not yet reviewed)"])
+    assert "provisional bounds" in (suite.path / "r" / "summary.md").read_text()
