@@ -117,6 +117,16 @@ def test_perfgates_own_stop_signal_ends_the_group_and_reports_the_child_status(o
         owner.kill()
 
 
+def test_when_the_servers_leader_exits_its_orphans_are_swept(tmp_path: Path) -> None:
+    """vLLM's API server gone (crash), its engine core left behind: the watchdog ends the rest of the group."""
+    pid_file = tmp_path / "orphan.pid"
+    server = ["bash", "-c", f"sleep 300 & echo $! > {pid_file}; exit 3"]
+    proc = subprocess.Popen(watchdog.command(os.getpid(), server), start_new_session=True)
+    assert proc.wait(timeout=30) == 3  # the leader's status comes through
+    orphan = int(pid_file.read_text())
+    assert not _wait_gone({orphan}, 5)
+
+
 def test_a_reused_owner_pid_is_not_taken_for_the_owner() -> None:
     """Owner pid alive but started at another time (pid reuse): the watchdog treats the owner as gone."""
     argv = [sys.executable, "-I", str(watchdog.SCRIPT), "--owner", str(os.getpid()), "--owner-start", "1",
