@@ -130,7 +130,9 @@ def find_vllm_version() -> str:
 
 
 def _vllm_version(python: str) -> str | None:
-    if os.path.realpath(python) == os.path.realpath(sys.executable):  # this interpreter: no subprocess
+    # abspath, not realpath: every venv's bin/python resolves to the same base interpreter, yet each venv
+    # has its own vLLM (an upgrade A/B lints the candidate environment's flags against the candidate).
+    if os.path.abspath(python) == os.path.abspath(sys.executable):  # this interpreter: no subprocess
         return find_vllm_version() or None
     code = inspect.getsource(find_vllm_version) + "\nprint(find_vllm_version())\n"
     try:

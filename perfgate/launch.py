@@ -7,6 +7,7 @@ skips the finalizers of an interrupted fixture setup).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from perfgate._errors import PerfgateError, ServerError
@@ -31,7 +32,10 @@ def _gpus() -> tuple[str, list[dict]]:
     return detection.gpu_class, gpus
 
 
-def launch_target(pg: PerfgateSession, name: str, add_finalizer: Callable[[Callable[[], None]], None]) -> Target:
+def launch_target(pg: PerfgateSession, name: str, add_finalizer: Callable[[Callable[[], None]], None], *,
+                  python: str | None = None) -> Target:
+    """A healthy server for profile ``name``. ``python``: the interpreter vLLM runs from (default: this one);
+    its flags are linted against that interpreter's vLLM (an upgrade A/B runs two environments)."""
     from perfgate.doctor import check as doctor_check
     from perfgate.lint import lint_profile
     from perfgate.models import resolve_model
@@ -43,7 +47,7 @@ def launch_target(pg: PerfgateSession, name: str, add_finalizer: Callable[[Calla
         raise Unavailable(reason, source=f"profile {name}")
     gpu_class, gpus = _gpus() if profile.platform == "cuda" else ("cpu", [])
     profile = load_profile(name, gpu_class=gpu_class)
-    lint_profile(profile).raise_if_problems()
+    lint_profile(profile, python=python).raise_if_problems()
     model_path = resolve_model(profile.model)
     gpu_memory = None
     if pg.gpu_memory:
@@ -57,7 +61,7 @@ def launch_target(pg: PerfgateSession, name: str, add_finalizer: Callable[[Calla
             break
         log_path = pg.path("servers", f"{name}-{n}.log")
     server = VllmServer(profile, model_path, log_path=log_path, api_key=pg.api_key,
-                        extra_env={RUN_ID_ENV: pg.run_id})
+                        extra_env={RUN_ID_ENV: pg.run_id}, python=python or sys.executable)
     add_finalizer(server.stop)
     record = ServerRecord(name, None, str(server.log_path), profile.display_command(model_path))
     pg.servers.append(record)

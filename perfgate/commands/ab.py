@@ -1,4 +1,7 @@
-"""``perfgate ab``: A/B of two launch profiles over a saved run's phase results (repeats of each)."""
+"""``perfgate ab``: A/B of two launch profiles over a saved run's phase results (repeats of each).
+
+``perfgate ab run`` (perfgate/commands/ab_run.py) runs an A/B of two Python environments instead.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +10,16 @@ from pathlib import Path
 
 from perfgate._errors import ConfigError
 from perfgate.ab import ab_compare
+from perfgate.commands import ab_run
 from perfgate.report.json_report import read_phase_results
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ab", help="compare two profiles on one scenario from a saved run (repeats of each)")
-    p.add_argument("--results", type=Path, required=True, metavar="DIR", help="results directory of the run")
-    p.add_argument("--a", required=True, metavar="PROFILE", help="the reference profile (e.g. defaults)")
-    p.add_argument("--b", required=True, metavar="PROFILE", help="the candidate profile (e.g. optimized)")
-    p.add_argument("--scenario", required=True)
+    p.add_argument("--results", type=Path, metavar="DIR", help="results directory of the run")
+    p.add_argument("--a", metavar="PROFILE", help="the reference profile (e.g. defaults)")
+    p.add_argument("--b", metavar="PROFILE", help="the candidate profile (e.g. optimized)")
+    p.add_argument("--scenario")
     p.add_argument("--gpu-class", default=None, help="only phases of this GPU class (default: any)")
     p.add_argument("--metrics", default="", help="comma-separated metric keys (default: the serving metrics)")
     p.add_argument("--alpha", type=float, default=0.05, help="false-discovery rate across metrics (default 0.05)")
@@ -23,9 +27,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--paired", action="store_true",
                    help="pair repeat i of A with repeat i of B (runs interleaved A B A B)")
     p.set_defaults(func=run)
+    # `perfgate ab run ...`: the two-environment A/B; without it, `perfgate ab --results ...` as before.
+    ab_run.register(p.add_subparsers(dest="ab_action", metavar="run"))
 
 
 def run(args: argparse.Namespace) -> int:
+    missing = [f"--{k}" for k in ("results", "a", "b", "scenario") if getattr(args, k) is None]
+    if missing:
+        raise ConfigError(f"perfgate ab: {', '.join(missing)} missing (a saved run's A/B needs --results, --a, --b "
+                          "and --scenario)", fix="give them, or run a new A/B of two environments: `perfgate ab run "
+                          "--a-python A/bin/python --b-python B/bin/python --profile P --scenario S --results DIR`")
     phases = [p for p in read_phase_results(args.results) if p.scenario == args.scenario
               and (args.gpu_class is None or p.gpu_class == args.gpu_class)]
     a = [p for p in phases if p.profile == args.a]
