@@ -19,7 +19,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOWS = REPO / ".github" / "workflows"
-NAMES = ("nightly-gpu", "pr-gate", "refresh-baselines")
+NAMES = ("nightly-gpu", "pr-gate", "refresh-baselines", "upgrade-check")
 GPU_GROUP = "gpu-runner"
 # Expressions that must never be pasted into a shell script: secrets (printed by `set -x`, echoed in
 # errors) and user-controlled text (script injection). Scripts read them from `env:` instead.
@@ -111,7 +111,8 @@ def test_the_api_key_reaches_gpu_runs_only_through_the_environment() -> None:
             continue
         assert job["env"]["VLLM_API_KEY"] == "${{ secrets.VLLM_API_KEY }}", f"{workflow}/{job_id}"
         scripts = "\n".join(s.get("run", "") for s in job["steps"])
-        assert "--perfgate-api-key-env VLLM_API_KEY" in scripts, f"{workflow}/{job_id}"
+        # pytest's --perfgate-api-key-env, or `perfgate ab run --api-key-env`
+        assert re.search(r"--(perfgate-)?api-key-env VLLM_API_KEY", scripts), f"{workflow}/{job_id}"
         assert "$VLLM_API_KEY" not in scripts.replace("${VLLM_API_KEY:-}", ""), \
             f"{workflow}/{job_id}: the key is expanded into a script"
 
@@ -506,3 +507,160 @@ def test_every_pytest_step_runs_so_that_a_cancel_reaches_pytest() -> None:
                     assert "scripts/stoppable.sh" in s["run"] and re.search(
                         r"^\s*exec bash scripts/stoppable\.sh ", s["run"], re.MULTILINE), f"{name}/{job_id}: {line}"
     assert found >= 4  # nightly, pr-gate (CPU and GPU), refresh
+
+
+# --- tests that ran: every GPU and CPU job checks its JUnit count ----------------------------------
+
+def junit_file(path: Path, passed: int, skipped: int = 0) -> None:
+    cases = "".join(f'<testcase classname="t" name="p{i}"/>' for i in range(passed))
+    cases += "".join(f'<testcase classname="t" name="s{i}"><skipped message="no GPU"/></testcase>'
+                     for i in range(skipped))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'<testsuites><testsuite name="pytest">{cases}</testsuite></testsuites>', encoding="utf-8")
+
+
+def real_perfgate(repo: Path) -> None:
+    """`.venv/bin/perfgate` in a scratch repo: this interpreter's perfgate (the real junit-check)."""
+    bin_dir = repo / ".venv" / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (bin_dir / "perfgate").write_text(f'#!/bin/sh\nexec {sys.executable} -m perfgate "$@"\n')
+    (bin_dir / "perfgate").chmod(0o755)
+
+
+JUNIT_JOBS = [("nightly-gpu", "gpu-suite"), ("pr-gate", "cpu-tests"), ("pr-gate", "gpu-suite"),
+              ("upgrade-check", "refresh")]
+
+
+@pytest.mark.parametrize(("workflow", "job_id"), JUNIT_JOBS, ids=[f"{w}/{j}" for w, j in JUNIT_JOBS])
+def test_each_test_job_fails_when_fewer_tests_passed_than_it_states(tmp_path: Path, workflow: str,
+                                                                    job_id: str) -> None:
+    job = load(workflow)["jobs"][job_id]
+    expected = int(job["env"]["EXPECTED_PASSED"])
+    check = step(job, "Every expected test passed")
+    names = [s.get("name") for s in job["steps"]]
+    pytest_step = next(n for n in names if n and ("suite" in n.lower() or "baselines" in n.lower()
+                                                  or "CPU path" in n))
+    assert names.index("Every expected test passed") > names.index(pytest_step), "the check runs after pytest"
+    real_perfgate(tmp_path)
+    env = dict(os.environ, RESULTS=job["env"]["RESULTS"], EXPECTED_PASSED=str(expected))
+    junit = tmp_path / job["env"]["RESULTS"] / "junit.xml"
+    junit_file(junit, passed=expected)
+    run_script(check["run"], tmp_path, env)
+    junit_file(junit, passed=expected - 1, skipped=1)  # one test skipped: a runner that lies
+    proc = run_script(check["run"], tmp_path, env, check=False)
+    assert proc.returncode == 1 and f"this job expects at least {expected}" in proc.stdout
+
+
+def test_gpu_jobs_expect_every_test_the_gpu_suite_collects() -> None:
+    """EXPECTED_PASSED of the GPU jobs is what `pytest perf_tests -m gpu` really selects (default profiles)."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "perf_tests", "-m", "gpu", "--collect-only", "-q",
+                           "-p", "no:cacheprovider"], cwd=REPO, capture_output=True, text=True, check=False)
+    collected = [line for line in proc.stdout.splitlines() if "::" in line]
+    assert collected, proc.stdout + proc.stderr
+    for workflow, job_id in (("nightly-gpu", "gpu-suite"), ("pr-gate", "gpu-suite"), ("upgrade-check", "refresh")):
+        assert int(load(workflow)["jobs"][job_id]["env"]["EXPECTED_PASSED"]) == len(collected), (workflow, job_id)
+
+
+@pytest.mark.parametrize(("expected", "passed", "rc"), [("3", 3, 0), ("3", 2, 1), ("0", 0, 1)],
+                         ids=["all-ran", "one-short", "selects-nothing"])
+def test_refresh_checks_every_test_its_inputs_select(tmp_path: Path, expected: str, passed: int, rc: int) -> None:
+    job = load("refresh-baselines")["jobs"]["refresh"]
+    real_perfgate(tmp_path)
+    results = tmp_path / "results/refresh"
+    junit_file(results / "junit.xml", passed=passed)
+    (results / "expected-tests").write_text(expected + "\n")
+    env = dict(os.environ, RESULTS="results/refresh", PROFILES="optimized", SCENARIOS="")
+    proc = run_script(step(job, "Every selected test passed")["run"], tmp_path, env, check=False)
+    assert proc.returncode == rc, proc.stdout + proc.stderr
+    # The count comes from the same selection the run uses (collected before it, with the same arguments).
+    run = step(job, "Run the GPU suite and write baselines")["run"]
+    assert '--collect-only -q "${args[@]}"' in run and '"$RESULTS/expected-tests"' in run
+
+
+# --- upgrade-check --------------------------------------------------------------------------------
+
+def test_upgrade_check_is_manual_with_a_candidate_and_weekly() -> None:
+    wf = load("upgrade-check")
+    on = triggers(wf)
+    assert on["workflow_dispatch"]["inputs"]["candidate"]["type"] == "string"
+    assert on["schedule"][0]["cron"].split()[-1] not in ("*", ""), "weekly: one day of the week"
+    ab = wf["jobs"]["ab"]
+    scripts = "\n".join(s.get("run", "") for s in ab["steps"])
+    assert "bash scripts/setup.sh gpu" in scripts, "A is the pinned environment, installed as the README says"
+    assert 'bash scripts/setup-candidate.sh "$VERSION" gpu' in scripts
+    run = step(ab, "Interleaved A/B, pinned (A) vs candidate (B)")["run"]
+    assert "perfgate ab run --a-python .venv/bin/python --b-python .venv-candidate/bin/python" in run
+    assert "--one-at-a-time" in run, "one GPU holds one server"
+    refresh = wf["jobs"]["refresh"]
+    assert refresh["needs"] == "ab" and refresh["if"] == "needs.ab.outputs.verdict == 'pass'"
+    assert "sed -i -E \"s/^vllm==.*/vllm==$CANDIDATE/\" constraints/gpu.txt" in step(refresh, "Pin the candidate")["run"]
+    assert "--perfgate-update-baselines" in step(refresh, "Re-record the GPU baselines on the candidate")["run"]
+    pr = wf["jobs"]["open-pr"]
+    assert pr["runs-on"] == "ubuntu-latest" and pr["needs"] == ["ab", "refresh"]
+    assert pr["permissions"] == {"contents": "write", "pull-requests": "write"}
+    script = step(pr, "Commit the pin and baselines, open the PR")["run"]
+    assert "git add constraints/gpu.txt baselines/" in script and "gh pr create" in script
+    assert "cat upgrade-ab/summary.md" in script, "the PR body carries the A/B verdict"
+
+
+def fake_python_index(repo: Path, newest: str) -> None:
+    """`.venv/bin/python -m pip index versions vllm` answering like pip does (no index reachable here)."""
+    bin_dir = repo / ".venv" / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (bin_dir / "python").write_text(f'#!/bin/sh\necho "vllm ({newest})"\necho "Available versions: {newest}, 0.25.1"\n')
+    (bin_dir / "python").chmod(0o755)
+
+
+@pytest.mark.parametrize(("candidate", "newest", "rc", "version"), [
+    ("0.26.0", "0.27.0", 0, "0.26.0"),
+    ("", "0.27.0", 0, "0.27.0"),
+    ("0.25.1", "0.27.0", 0, ""),
+    ("", "0.25.1", 0, ""),
+    ("0.26; id", "0.27.0", 2, None),
+], ids=["given", "newest", "already-pinned", "newest-is-pinned", "not-a-version"])
+def test_upgrade_check_picks_its_candidate(tmp_path: Path, candidate: str, newest: str, rc: int,
+                                           version: str | None) -> None:
+    job = load("upgrade-check")["jobs"]["ab"]
+    (tmp_path / "constraints").mkdir()
+    shutil.copy(REPO / "constraints" / "gpu.txt", tmp_path / "constraints" / "gpu.txt")
+    fake_python_index(tmp_path, newest)
+    out = tmp_path / "github_output"
+    out.touch()
+    env = dict(os.environ, CANDIDATE=candidate, GITHUB_OUTPUT=str(out))
+    proc = run_script(step(job, "Which candidate")["run"], tmp_path, env, check=False)
+    assert proc.returncode == rc, proc.stdout + proc.stderr
+    if version is not None:
+        assert outputs(out)["version"] == version and outputs(out)["pinned"] == "0.25.1"
+
+
+@pytest.mark.parametrize(("exit_code", "verdict"), [(0, "pass"), (1, "regressed"), (3, "inconclusive"),
+                                                    (2, "error")])
+def test_upgrade_check_names_the_ab_verdict_from_the_exit_code(tmp_path: Path, exit_code: int, verdict: str) -> None:
+    job = load("upgrade-check")["jobs"]["ab"]
+    argv_file = tmp_path / "perfgate-argv.json"
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "perfgate").write_text(f'#!/bin/sh\n{sys.executable} -c "import json,sys; '
+                                      f'json.dump(sys.argv[1:], open({str(argv_file)!r}, \'w\'))" "$@"\n'
+                                      f"exit {exit_code}\n")
+    (bin_dir / "perfgate").chmod(0o755)
+    out = tmp_path / "github_output"
+    out.touch()
+    env = dict(os.environ, RESULTS="results/upgrade-ab", PROFILE="optimized", SCENARIO="fixed-512-256",
+               REPEATS="4", VLLM_API_KEY="", GITHUB_OUTPUT=str(out))
+    proc = run_script(step(job, "Interleaved A/B, pinned (A) vs candidate (B)")["run"], tmp_path, env, check=False)
+    assert proc.returncode == exit_code and outputs(out)["verdict"] == verdict
+    argv = json.loads(argv_file.read_text())
+    assert argv[:2] == ["ab", "run"] and argv[argv.index("--repeats") + 1] == "4"
+
+
+def test_upgrade_check_pins_the_candidate(tmp_path: Path) -> None:
+    job = load("upgrade-check")["jobs"]["refresh"]
+    (tmp_path / "constraints").mkdir()
+    shutil.copy(REPO / "constraints" / "gpu.txt", tmp_path / "constraints" / "gpu.txt")
+    run_script(step(job, "Pin the candidate")["run"], tmp_path, dict(os.environ, CANDIDATE="0.26.0"))
+    text = (tmp_path / "constraints" / "gpu.txt").read_text()
+    assert re.findall(r"^vllm==.*$", text, re.MULTILINE) == ["vllm==0.26.0"]
+    proc = run_script(step(job, "Pin the candidate")["run"], tmp_path, dict(os.environ, CANDIDATE="x/y"),
+                      check=False)
+    assert proc.returncode == 2
