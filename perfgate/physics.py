@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from perfgate._errors import ConfigError
 from perfgate.catalog import METRICS
 from perfgate.doctor import int_flag, model_dir_for, resolve_dtypes
 from perfgate.fmt import format_value
@@ -270,7 +271,14 @@ def check_all(*, slos_dir: Path, gpu_classes: list[str] | None = None, profiles:
     The measurement method of a file is not checked here: a floor holds whatever method made the bounds.
     """
     run = PhysicsRun()
+    if not Path(slos_dir).is_dir():
+        raise ConfigError("no SLO directory here", source=str(slos_dir),
+                          fix="run from the repository root, or give --slos-dir")
     found, run.notes = slo_gpu_classes(slos_dir)
+    if not (gpu_classes or found):
+        raise ConfigError("no SLO set of a GPU class to check", source=str(slos_dir),
+                          fix="add slos/<class>.toml for one of: "
+                              + ", ".join(k for k in known_class_keys() if k != CPU_CLASS))
     for name in gpu_classes or found:
         gpu = lookup_gpu_class(name)
         if gpu is None:

@@ -100,3 +100,11 @@ def test_doctor_refuses_a_profile_whose_slo_set_is_below_its_floor(tmp_path, cap
     out = capsys.readouterr().out
     assert code == 1
     assert "REFUSED: p99_e2el_ms" in out and "KV per token" in out
+
+
+def test_nothing_to_check_is_an_error_not_a_pass(tmp_path, capsys):
+    assert main(["slos", "check", "--slos-dir", str(tmp_path / "missing")]) == 2
+    (tmp_path / "only-cpu").mkdir()
+    (tmp_path / "only-cpu" / "cpu.toml").write_text("method_version = 2\n")
+    assert main(["slos", "check", "--slos-dir", str(tmp_path / "only-cpu")]) == 2
+    assert "no SLO set of a GPU class" in capsys.readouterr().err
