@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from perfgate._errors import PerfgateError, ServerError
 from perfgate.builds import unavailable_reason
+from perfgate.gpu_holders import check_gpu_free
 from perfgate.session import PerfgateSession, ServerRecord
 from perfgate.target import Target, environment_fingerprint
 
@@ -47,6 +48,7 @@ def launch_target(pg: PerfgateSession, name: str, add_finalizer: Callable[[Calla
         raise Unavailable(reason, source=f"profile {name}")
     gpu_class, gpus = _gpus() if profile.platform == "cuda" else ("cpu", [])
     profile = load_profile(name, gpu_class=gpu_class)
+    check_gpu_free(profile)  # a held GPU fails in a second, naming its holders, before lint and doctor run
     lint_profile(profile, python=python).raise_if_problems()
     model_path = resolve_model(profile.model)
     gpu_memory = None

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from perfgate._errors import ConfigError
-from perfgate.gpu_holders import reap_stale
+from perfgate.gpu_holders import check_gpu_free, reap_stale
 from perfgate.sigint import restore_sigint
 
 
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     gpu_class = detect_gpus().gpu_class if profile.platform == "cuda" else "cpu"
     profile = load_profile(args.profile, gpu_class=gpu_class)
+    check_gpu_free(profile)  # a held GPU fails in a second, naming its holders, before lint and doctor run
     lint_profile(profile).raise_if_problems()
     model_path = resolve_model(profile.model)
     doctor_check(profile, model_path, gpu_memory_gib=parse_memory(args.gpu_memory) if args.gpu_memory else None)
