@@ -193,7 +193,9 @@ async def run_env_ab(pg: PerfgateSession, profile: str, scenario_name: str, a: S
 def judge(a: SideEnv, b: SideEnv, served: dict[str, str | None], phases_a: list[PhaseResult],
           phases_b: list[PhaseResult], *, results_dir: Path) -> EnvAbResult:
     """The A/B table and the gate with A's repeats as the baseline (both sides share the machine's drift)."""
-    ab = ab_compare(phases_a, phases_b, paired=len(phases_a) == len(phases_b))
+    # Paired (repeat i of A with repeat i of B, measured next to each other) when every repeat is usable.
+    paired = sum(p.valid for p in phases_a) == sum(p.valid for p in phases_b) == len(phases_a) == len(phases_b)
+    ab = ab_compare(phases_a, phases_b, paired=paired)
     ab.a_name, ab.b_name = f"vLLM {served.get('A') or a.vllm_version}", f"vLLM {served.get('B') or b.vllm_version}"
     # One runner by construction: the only intended difference is the environment, which the gate's
     # identity check would otherwise refuse while vLLM's version is an identity key.
