@@ -50,7 +50,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--perfgate-gpu-memory", dest="perfgate_gpu_memory", metavar="SIZE",
                     help="GPU memory for the KV doctor when NVML cannot tell (e.g. 24GiB)")
     group.addoption("--perfgate-allow-incomparable", action="store_true", dest="perfgate_allow_incomparable",
-                    help="do not fail when the baseline comes from another GPU or vLLM version")
+                    help="compare even when the baseline comes from another GPU model, model or scenario content")
+    group.addoption("--perfgate-require-baselines", action="store_true", dest="perfgate_require_baselines",
+                    help="fail a phase that has no baseline (NEW) instead of passing it, with the command that "
+                         "records one")
     group.addoption("--perfgate-allow-no-gpu", action="store_true", dest="perfgate_allow_no_gpu",
                     help="skip (not fail) GPU tests asked for with -m gpu or a CUDA --profile when no GPU is usable")
     group.addoption("--perfgate-reap-stale", action="store_true", dest="perfgate_reap_stale",
@@ -80,6 +83,7 @@ def pytest_configure(config: pytest.Config) -> None:
         api_key=api_key,
         gpu_memory=config.getoption("perfgate_gpu_memory"),
         allow_incomparable=config.getoption("perfgate_allow_incomparable"),
+        require_baselines=config.getoption("perfgate_require_baselines"),
     )
     results = config.getoption("perfgate_results_dir") or os.environ.get("PERFGATE_RESULTS_DIR")
     session.results_dir = Path(results) if results else Path(config.rootpath) / "results" / session.run_id
@@ -276,12 +280,19 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     for key, entry in pg.verdicts.items():
         if entry.get("slo") is not None:  # says PROVISIONAL when the bounds are not reviewed yet
             tr.write_line(entry["slo"].headline(), yellow=entry["slo"].provisional)
-        if entry.get("gate") is not None:
-            tr.write_line(entry["gate"].headline())
+        if entry.get("gate") is not None:  # opens with what changed since the baseline (vLLM a → b, flags)
+            gate = entry["gate"]
+            tr.write_line(gate.headline(), red=not gate.passed, yellow=gate.passed and gate.status == "new")
         if entry.get("baseline_diff"):
             tr.write_line(f"baseline written for {key}:")
             for line in str(entry["baseline_diff"]).splitlines():
                 tr.write_line("  " + line)
+    new = [key for key, entry in pg.verdicts.items() if getattr(entry.get("gate"), "status", None) == "new"]
+    if new:
+        tr.write_line(f"NEW (no baseline, nothing compared): {', '.join(new)}. Record one with "
+                      "--perfgate-update-baselines" + ("" if pg.require_baselines else
+                                                        "; --perfgate-require-baselines makes this fail"),
+                      yellow=not pg.require_baselines, red=pg.require_baselines)
     if getattr(pg, "report_error", None):
         tr.write_line(f"report could not be written: {pg.report_error}", red=True)
     tr.write_line(f"results: {pg.results_dir}")

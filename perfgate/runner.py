@@ -33,7 +33,8 @@ def raise_check_failed(message: str) -> None:
 class PhaseRunner:
     def __init__(self, target: Target, session: PerfgateSession, *, benchmark_provider: Callable[[], Any] | None = None,
                  hook: Any = None, config: Any = None, test_id: str = "",
-                 fail: Callable[[str], None] = raise_check_failed) -> None:
+                 fail: Callable[[str], None] = raise_check_failed,
+                 properties: list[tuple[str, object]] | None = None) -> None:
         self.target = target
         self.session = session
         self._benchmark_provider = benchmark_provider
@@ -41,6 +42,8 @@ class PhaseRunner:
         self._config = config
         self.test_id = test_id
         self._fail = fail
+        # The test's JUnit properties (pytest's item.user_properties): the gate's verdict per phase key.
+        self._properties = properties
         self.phases: dict[str, list[PhaseResult]] = {}
         self._settings: GateSettings | None = None
         self._verdicts: dict[str, tuple[int, GateVerdict]] = {}
@@ -62,7 +65,8 @@ class PhaseRunner:
             root = Path(self._config.rootpath) if self._config is not None else None
             try:
                 self._settings = load_gate_settings(self.target.gpu_class, root=root,
-                                                    allow_incomparable=self.session.allow_incomparable)
+                                                    allow_incomparable=self.session.allow_incomparable,
+                                                    require_baseline=self.session.require_baselines)
             except PerfgateError as exc:
                 self.fail(str(exc))
         return self._settings
@@ -95,7 +99,7 @@ class PhaseRunner:
             while all(p.valid for p in done) and len(done) < limit and self._judge(spec.name).status == INCONCLUSIVE:
                 await self._measure_one(spec, done)
             # In the report even when an SLO assertion fails the test before assert_no_regression runs.
-            self.session.verdicts.setdefault(done[-1].key, {})["gate"] = self._judge(spec.name)
+            self._keep_gate_verdict(self._judge(spec.name))
         self._record_benchmark(done)
         last = done[-1]
         if not allow_invalid and not all(p.valid for p in done):
@@ -268,12 +272,26 @@ class PhaseRunner:
             print(f"\nbaseline {path} written:\n{diff}")
             return None
         verdict = self._judge(phase.scenario)
-        self.session.verdicts.setdefault(_vkey(phase), {})["gate"] = verdict
-        if verdict.status == NEW:
-            print(f"\n{phase.key}: no baseline yet (reported as new; record one with --perfgate-update-baselines)")
+        self._keep_gate_verdict(verdict)
+        if verdict.status == NEW and verdict.passed:
+            print(f"\n{phase.key}: no baseline yet (reported as NEW; record one with --perfgate-update-baselines, "
+                  "or fail on it with --perfgate-require-baselines)")
         if not verdict.passed:
             self.fail(f"{verdict.table()}\nraw results: {self.results_dir}")
         return verdict
+
+
+    def _keep_gate_verdict(self, verdict: GateVerdict) -> None:
+        """Into the run's report, and into the test's JUnit properties as ``perfgate_gate``: ``KEY: STATUS``
+        and what changed since the baseline (one entry per key, updated as repeats are added)."""
+        self.session.verdicts.setdefault(verdict.key, {})["gate"] = verdict
+        if self._properties is None:
+            return
+        first = verdict.first_line()
+        value = f"{verdict.key}: {verdict.status.upper()}" + (f" — {first}" if first else "")
+        self._properties[:] = [(n, v) for n, v in self._properties
+                               if not (n == "perfgate_gate" and str(v).startswith(f"{verdict.key}: "))]
+        self._properties.append(("perfgate_gate", value))
 
 
 def _vkey(phase: PhaseResult) -> str:

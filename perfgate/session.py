@@ -36,6 +36,7 @@ class PerfgateSession:
     api_key: str | None = field(default=None, repr=False)
     gpu_memory: str | None = None
     allow_incomparable: bool = False
+    require_baselines: bool = False  # a phase without a baseline (NEW) fails instead of passing
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6])
     # Seeds every phase's prompts with the repeat index (perfgate.load.stream): this run's prompts differ from
     # every earlier run's; the same nonce rebuilds them.

@@ -167,7 +167,10 @@ def test_summary_gate_section_states_the_rule_and_every_gated_verdict():
     lines = md.splitlines()
 
     assert "| `cpu/cpu-tiny/cpu-closed` | 3 | yes | ⚪ no SLO set | ❌ REGRESSED: p99_e2el_ms |" in md
-    assert "**Baseline gate: REGRESSED** — worse by more than the minimum effect: p99_e2el_ms +50.0%" in md
+    head = next(line for line in lines if line.startswith("**Baseline gate: REGRESSED** — "))
+    assert head.startswith("**Baseline gate: REGRESSED** — no change in vLLM, torch, CUDA, driver, flags: "
+                           "p99_e2el_ms +50.0% [")
+    assert head.endswith("— worse by more than the minimum effect: p99_e2el_ms +50.0%")
     rule = next(line for line in lines if line.startswith("Rule: each gated metric"))
     for part in ("tested one-sided against its margin", "the minimum effect, or its absolute floor if larger",
                  "noise from 2 baseline server session(s) and 3 repeat(s) of this run",
@@ -193,6 +196,39 @@ def test_summary_gate_section_states_the_rule_and_every_gated_verdict():
     md = render_summary(unchanged, gate_verdicts=[smoke])
     assert "| ⚪ INCONCLUSIVE (smoke gate) |" in md and "**Baseline gate: INCONCLUSIVE** (smoke gate)" in md
     assert "| INCONCLUSIVE | median_ttft_ms |" in md and "Report-only figures" not in md
+
+
+def test_summary_opens_with_what_changed_since_the_baseline():
+    """A vLLM upgrade and a flag change: named in one line above the verdict table, and in the gate section."""
+    from perfgate.gate_settings import GateSettings
+    from perfgate.report.markdown import render_summary
+
+    line = "vllm serve /m --max-num-seqs 8 --dtype bfloat16"
+    base = [_gate_phase(r, f"base-{r // 3}", tput=100 + r % 3, p99_e2el=2000 + r % 3, ttft=100 + r % 3,
+                        p50_e2el=1000, batch=4.0) for r in range(6)]
+    for p in base:
+        p.fingerprint.update({"command_line": line, "driver": "580.1"})
+    baseline = baseline_from_phases(base)
+    current = [_gate_phase(10 + r, "current", tput=100 + r, p99_e2el=2000 + r, ttft=100 + r, p50_e2el=1000,
+                           batch=4.0) for r in range(3)]
+    for p in current:
+        p.fingerprint.update({"vllm_version": "0.33.0", "driver": "580.1",
+                              "command_line": line.replace("--max-num-seqs 8", "--max-num-seqs 16")})
+    gate = compare(current, baseline, GateSettings(gpu_class="cpu", smoke=True))
+    md = render_summary(current, gate_verdicts=[gate], baselines={baseline.key: baseline})
+    lines = md.splitlines()
+    changed = "vLLM 0.32.0 → 0.33.0; flags --max-num-seqs 8 → 16"
+    assert lines[2] == f"**What changed since the baseline:** {changed} — `cpu/cpu-tiny/cpu-closed`"
+    table = next(i for i, text in enumerate(lines) if text.startswith("| phase | repeats |"))
+    assert table > 2  # above the verdict table
+    assert any(text.startswith(f"**Baseline gate: {gate.status.upper()}** (smoke gate) — {changed}: ")
+               for text in lines)
+    # Several phases with different changes: one line each.
+    other = compare([_gate_phase(20, "x", tput=100, p99_e2el=2000, ttft=100, p50_e2el=1000, batch=4.0)], None)
+    other.key = "cpu/cpu-tiny/cpu-poisson"
+    md = render_summary(current, gate_verdicts=[gate, other])
+    assert f"- {changed}: `cpu/cpu-tiny/cpu-closed`" in md
+    assert "- no baseline to compare with (NEW): `cpu/cpu-tiny/cpu-poisson`" in md
 
 
 def test_report_without_records_or_timelines_writes_no_plots(tmp_path):
@@ -282,4 +318,6 @@ def test_write_run_report_from_a_session_redacts_the_api_key(tmp_path):
     for path in (files.run_json, files.summary_md):
         assert "sk-secret-123" not in path.read_text()
     md = files.summary_md.read_text()
-    assert "***" in files.run_json.read_text() and "⚪ NEW |" in md and "**Baseline gate: NEW** — no baseline" in md
+    assert "***" in files.run_json.read_text() and "⚪ NEW (no baseline) |" in md and "**Baseline gate: NEW** — no baseline" in md
+    assert md.splitlines()[2] == ("**What changed since the baseline:** no baseline to compare with (NEW) — "
+                                  "`cpu/cpu-tiny/cpu-poisson`")

@@ -51,7 +51,7 @@ def render_summary(phases: Sequence[PhaseResult], *, slo_verdicts: Sequence[SloV
     slo_by = {v.key: v for v in slo_verdicts}  # one verdict per phase key, over all its repeats
     gate_by = {v.key: v for v in gate_verdicts}
 
-    out = [f"# {title}", ""]
+    out = [f"# {title}", ""] + _changes_section(gate_verdicts)
     rows = []
     for key, group in groups.items():
         slo = slo_by.get(key)
@@ -66,8 +66,10 @@ def render_summary(phases: Sequence[PhaseResult], *, slo_verdicts: Sequence[SloV
         elif gate.status == "inconclusive":
             gate_cell = _badge(None if gate.passed else False, "INCONCLUSIVE" + (" (smoke gate)" if gate.passed
                                                                                else ""))
+        elif gate.status == "new":
+            gate_cell = _badge(None if gate.passed else False, "NEW (no baseline)")
         else:
-            gate_cell = _badge({"pass": True, "new": None}.get(gate.status, False), gate.status.upper())
+            gate_cell = _badge(gate.status == "pass", gate.status.upper())
         valid = all(p.valid for p in group)
         rows.append((f"`{key}`", str(len(group)), "yes" if valid else "**no**", slo_cell, gate_cell))
     out += [md_table(("phase", "repeats", "valid", "SLOs", "baseline gate"), rows), ""]
@@ -111,6 +113,28 @@ def render_summary(phases: Sequence[PhaseResult], *, slo_verdicts: Sequence[SloV
     return "\n".join(out)
 
 
+def _changes_section(gate_verdicts: Sequence[GateVerdict]) -> list[str]:
+    """The summary's opening: what changed since the baseline (versions, driver, flags), phases that share
+    the same change on one line; phases without a baseline, and refused comparisons, said as such."""
+    if not gate_verdicts:
+        return ["**What changed since the baseline:** nothing was compared (no baseline gate ran).", ""]
+    by_text: dict[str, list[str]] = {}
+    for gate in gate_verdicts:
+        if gate.changes is None:
+            text = "no baseline to compare with (NEW)"
+        else:
+            text = gate.change_text()
+            if gate.status == "incomparable":
+                text += f" (not compared: {gate.reasons[0]})"
+        by_text.setdefault(text, []).append(gate.key)
+    if len(by_text) == 1:
+        text, keys = next(iter(by_text.items()))
+        return [f"**What changed since the baseline:** {text}"
+                + ("" if len(keys) == 1 else f" (all {len(keys)} gated phases)") + f" — `{'`, `'.join(keys)}`", ""]
+    return ["**What changed since the baseline:**", ""] + [f"- {text}: `{'`, `'.join(keys)}`"
+                                                          for text, keys in by_text.items()] + [""]
+
+
 def _slo_section(verdict: SloVerdict) -> list[str]:
     """The phase key's SLO verdict over all its repeats: the rule, one row per bound (its worst repeat),
     and every repeat's value for the rows that failed."""
@@ -134,7 +158,7 @@ def _slo_section(verdict: SloVerdict) -> list[str]:
 
 def _gate_section(gate: GateVerdict) -> list[str]:
     """The gate's verdict: the rule, every gated metric (worst first), then report-only figures that moved."""
-    order = {"regressed": 0, "inconclusive": 1, "incomparable": 2, "new": 3, "pass": 4}
+    order = {"regressed": 0, "missing": 0, "inconclusive": 1, "incomparable": 2, "new": 3, "pass": 4}
     gated = sorted(gate.gated_rows, key=lambda r: (order.get(r.verdict, 9), r.metric))
     level = round((1 - gate.settings.alpha) * 100)
     rows = [(r.verdict.upper(), r.metric, format_value(r.baseline, METRICS[r.metric].unit),
@@ -143,6 +167,7 @@ def _gate_section(gate: GateVerdict) -> list[str]:
              pct(r.margin, 0) if r.margin is not None else "", pct(r.detectable) if r.detectable is not None else "",
              r.note) for r in gated]
     out = [f"**Baseline gate: {gate.status.upper()}**" + (" (smoke gate)" if gate.settings.smoke else "")
+           + (f" — {gate.first_line()}" if gate.first_line() else "")
            + (f" — {'; '.join(gate.reasons)}" if gate.reasons else ""), ""]
     if gate.baseline_repeats:
         out += [(f"Rule: each gated metric is tested one-sided against its margin (the minimum effect, or its "
@@ -157,5 +182,7 @@ def _gate_section(gate: GateVerdict) -> list[str]:
     if moved:
         out += ["Report-only figures that moved by more than 10 % (not gated: duplicates, environment, "
                 "occupancy): " + ", ".join(f"{r.metric} {pct(r.relative)}" for r in moved), ""]
-    out += [f"- {n}" for n in gate.notes] + ([""] if gate.notes else [])
+    notes = gate.notes + (["identity not checked (one side does not record it): " + ", ".join(gate.unchecked)]
+                          if gate.unchecked else [])
+    out += [f"- {n}" for n in notes] + ([""] if notes else [])
     return out
