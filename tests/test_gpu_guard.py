@@ -88,8 +88,8 @@ def test_allow_no_gpu_skips_them_saying_why(suite: pytest.Pytester) -> None:
     result = suite.runpytest("-m", "gpu", "-rs", "--perfgate-allow-no-gpu")
     assert result.ret == pytest.ExitCode.OK
     result.assert_outcomes(skipped=2)
-    result.stdout.fnmatch_lines(["*SKIPPED*no usable GPU here (this profile needs the CUDA build*"
-                                 "--perfgate-allow-no-gpu was given*"])
+    result.stdout.fnmatch_lines([("*SKIPPED*no usable GPU here (this profile needs the CUDA build*"
+                                  "--perfgate-allow-no-gpu was given*")])
 
 
 def test_a_plain_run_still_skips_gpu_tests_at_setup(suite: pytest.Pytester) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 CONSTRAINTS = REPO / "constraints" / "gpu.txt"
