@@ -80,9 +80,11 @@ class FakeMeasure:
 
 @pytest.fixture
 def gate_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """[tool.perfgate.gate] repeats = 2, max_repeats = 4, two baseline sessions; an empty baselines dir."""
+    """[tool.perfgate.gate] repeats = 2, max_repeats = 4, two baseline sessions; an empty baselines dir. Only
+    the two metrics the synthetic phases carry are gated (a GPU run missing the gated VRAM figure fails)."""
     pyproject = tmp_path / "pyproject.toml"
-    pyproject.write_text("[tool.perfgate.gate]\nrepeats = 2\nmax_repeats = 4\nbaseline_sessions = 2\n")
+    pyproject.write_text("[tool.perfgate.gate]\nrepeats = 2\nmax_repeats = 4\nbaseline_sessions = 2\n"
+                         'gated = ["output_throughput", "error_rate"]\n')
     monkeypatch.setenv("PERFGATE_PYPROJECT", str(pyproject))
     baselines = tmp_path / "baselines"
     monkeypatch.setenv("PERFGATE_BASELINES_DIR", str(baselines))
