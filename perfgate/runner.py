@@ -20,7 +20,7 @@ from perfgate.gate_settings import GateSettings
 from perfgate.load.source import LocustLoad
 from perfgate.measure import measure_phase
 from perfgate.phase import PhaseResult
-from perfgate.scenario import Scenario
+from perfgate.scenario import Scenario, load_scenario
 from perfgate.server import VllmServer
 from perfgate.session import PerfgateSession
 from perfgate.target import Target
@@ -79,12 +79,7 @@ class PhaseRunner:
         decides. With --perfgate-update-baselines the repeats are measured in ``baseline_sessions`` server
         sessions, the server restarted between them. An invalid run fails the test unless ``allow_invalid``.
         """
-        from perfgate.scenario import load_scenario
-
-        try:
-            spec = load_scenario(scenario)
-        except PerfgateError as exc:
-            self.fail(str(exc))
+        spec = self._scenario(scenario)
         settings = self.gate_settings
         count = self.session.repeats or repeats or settings.repeats
         done = self.phases.setdefault(spec.name, [])
@@ -107,6 +102,13 @@ class PhaseRunner:
             self.fail(f"INVALID run of {last.key}: the numbers describe the client, not the server.\n  "
                       + "\n  ".join(reasons) + f"\nraw results: {self.results_dir}")
         return last
+
+    def _scenario(self, name: str) -> Scenario:
+        try:
+            return load_scenario(name)
+        except PerfgateError as exc:
+            self.fail(str(exc))
+            raise  # fail() raises; this keeps the type checker sure
 
     async def _measure_one(self, spec: Scenario, done: list[PhaseResult]) -> PhaseResult:
         self._require_alive("before")
@@ -155,12 +157,7 @@ class PhaseRunner:
 
         Measured from Locust's raw per-request records (its own percentiles are bucketed).
         """
-        from perfgate.scenario import load_scenario
-
-        try:
-            spec = load_scenario(scenario)
-        except PerfgateError as exc:
-            self.fail(str(exc))
+        spec = self._scenario(scenario)
         self._require_alive("before")
         source = LocustLoad(ramp=ramp, processes=processes)
         repeat = sum(1 for p in self.session.phases if p.profile == self.target.profile
