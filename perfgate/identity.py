@@ -97,6 +97,8 @@ def _is_flag(token: str) -> bool:
 def flag_changes(old_line: str, new_line: str) -> str:
     """``--max-num-seqs 8 → 16, +--enforce-eager, −--block-size 16``; empty when the flags are the same."""
     old, new = normalized_flags(old_line), normalized_flags(new_line)
+    if "" in old or "" in new:  # one side is not a command line (an attached server): say what is known
+        return "" if old == new else f"not comparable: {old.get('', 'launched')} → {new.get('', 'launched')}"
     parts = []
     for name in sorted(set(old) | set(new)):
         if name in old and name in new:

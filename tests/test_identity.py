@@ -160,6 +160,8 @@ def test_normalized_flags_drop_the_program_model_and_where_it_listens():
     assert flags == {"--max-model-len": "4096", "--enforce-eager": "", "--compilation-config.mode": "3",
                      "--seed": "-1"}
     assert normalized_flags("(attached to http://h:8000)") == {"": "(attached to http://h:8000)"}
+    assert flag_changes("vllm serve /m --max-num-seqs 8", "(attached to http://h:8000)") == \
+        "not comparable: launched → (attached to http://h:8000)"
 
 
 def test_model_identity_reads_config_json_and_the_dtype_flag(tmp_path):
