@@ -43,12 +43,12 @@ ENV_FIX = ("point --a-python/--b-python at the `bin/python` of an environment wi
 
 # Run under the side's interpreter: perfgate need not be installed there, so the function travels as source.
 _VERSIONS_SCRIPT = inspect.getsource(find_vllm_version) + """
-import importlib.metadata as md, json
+import importlib.metadata as md, json, platform
 try:
     torch = md.version("torch")
 except md.PackageNotFoundError:
     torch = None
-print(json.dumps({"vllm": find_vllm_version(), "torch": torch}))
+print(json.dumps({"vllm": find_vllm_version(), "torch": torch, "python": platform.python_version()}))
 """
 
 
@@ -60,6 +60,7 @@ class SideEnv:
     python: str
     vllm_version: str
     torch_version: str | None
+    python_version: str | None = None
 
 
 def read_side_env(label: str, python: str, timeout_s: float = 120.0) -> SideEnv:
@@ -83,7 +84,7 @@ def read_side_env(label: str, python: str, timeout_s: float = 120.0) -> SideEnv:
     if not found.get("vllm"):
         raise ConfigError(f"--{label.lower()}-python {python}: vLLM is not installed in that environment",
                           fix=ENV_FIX)
-    return SideEnv(label, python, found["vllm"], found.get("torch"))
+    return SideEnv(label, python, found["vllm"], found.get("torch"), found.get("python"))
 
 
 @dataclass
@@ -138,6 +139,7 @@ def _side_fingerprint(target: Target, side: SideEnv) -> str | None:
     served = server_version(target.base_url, target.api_key)
     target.fingerprint["vllm_version"] = served or side.vllm_version
     target.fingerprint["torch_version"] = side.torch_version
+    target.fingerprint["python"] = side.python_version
     return served
 
 
@@ -177,8 +179,9 @@ async def run_env_ab(pg: PerfgateSession, profile: str, scenario_name: str, a: S
                 target = await asyncio.to_thread(start, side, r) if one_at_a_time else targets[side.label]
                 phase = await measure_phase(target, scenario, results_dir=out[side.label], repeat=r,
                                             nonce=pg.prompt_nonce)
+                # Not added to pg.phases: the manifest then declares no top-level phases, so a baseline
+                # refresh from this directory finds nothing to pool (A and B live in DIR/A and DIR/B).
                 phases[side.label].append(phase)
-                pg.add_phase(phase)
                 m = phase.metrics
                 log(f"{side.label} r{r}: {m.get('output_throughput', float('nan')):.1f} tok/s, p99 e2el "
                     f"{m.get('p99_e2el_ms', float('nan')):.0f} ms{'' if phase.valid else ' INVALID'}")

@@ -140,3 +140,5 @@ def test_two_environment_ab_end_to_end(tmp_path: Path) -> None:
     assert proc.stdout.startswith(f"vLLM {sides['A']['served_version']} → {sides['B']['served_version']}: ")
     assert f"B: vLLM {sides['B']['served_version']}" in proc.stdout and str(b_python) in proc.stdout
     assert (results / "summary.md").read_text().startswith("### Upgrade A/B: vLLM ")
+    # The run declares no top-level phases: a baseline refresh from this directory pools nothing of A or B.
+    assert json.loads((results / "session.json").read_text())["phases"] == []
