@@ -17,6 +17,7 @@ py=${PYTHON:-python3}
 now() { date +%s.%N; }
 since() { $py -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 2))" "$1" "$(now)"; }
 gpu_apps() { nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits 2>/dev/null | grep -c . ; }
+vllm_procs() { pgrep -fc 'vllm.entrypoints|VLLM::' ; }
 gpu_used_mib() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits 2>/dev/null | head -1 | tr -d ' '; }
 # Whatever happens to this script, leave the GPU as it was found: stop our servers, then leaked ones.
 pids=()
@@ -53,10 +54,11 @@ if start_serve a; then
   a_healthy=$healthy_s; a_apps_before=$(gpu_apps)
   kill -9 "$serve_pid"; echo "[a] perfgate (pid $serve_pid) SIGKILLed"
   wait_gpu_free 30 && a_ok=true; a_free=$free_after_s
-  a_left_apps=$(gpu_apps); a_left_mib=$(gpu_used_mib)
+  a_left_apps=$(gpu_apps); a_left_mib=$(gpu_used_mib); a_left_vllm=$(vllm_procs)
   nvidia-smi > "$out/nvidia-smi-a.txt" 2>&1
-  echo "[a] GPU free after kill -9: $a_ok (after ${a_free:-n/a} s); apps left $a_left_apps, memory used ${a_left_mib} MiB"
-else a_healthy=""; a_apps_before=""; fi
+  echo "[a] GPU free after kill -9: $a_ok (after ${a_free:-n/a} s); apps left $a_left_apps, memory used" \
+       "${a_left_mib} MiB, vLLM processes left $a_left_vllm"
+else a_healthy=""; a_apps_before=""; a_left_vllm=""; fi
 wait_gpu_free 60  # leave (b) a clean start even if (a) failed
 
 # (b) a leaked server (watchdog off on purpose), then a second start.
@@ -82,7 +84,9 @@ fi
 # (c) reap-stale clears it.
 t0=$(now); $py -m perfgate serve --reap-stale > "$out/reap-stale.txt" 2>&1; c_rc=$?; c_reap_s=$(since "$t0")
 c_ok=false; wait_gpu_free 30 && c_ok=true; c_free=$free_after_s
-echo "[c] reap-stale exit $c_rc in ${c_reap_s} s; GPU free: $c_ok (${c_free:-n/a} s later); memory used $(gpu_used_mib) MiB"
+c_left_vllm=$(vllm_procs)
+echo "[c] reap-stale exit $c_rc in ${c_reap_s} s; GPU free: $c_ok (${c_free:-n/a} s later); memory used" \
+     "$(gpu_used_mib) MiB; vLLM processes left $c_left_vllm"
 cat "$out/reap-stale.txt"
 
 $py - "$out/lifecycle.json" <<PY
@@ -93,13 +97,14 @@ summary = {
   "profile": "$profile", "gpu_memory_used_mib_before": f("$idle_mib"),
   "a_kill9_owner": {"healthy_after_s": f("$a_healthy"), "gpu_apps_before_kill": f("$a_apps_before"),
                     "gpu_free_within_30s": b("$a_ok"), "free_after_s": f("$a_free"),
-                    "apps_left": f("$a_left_apps"), "memory_used_mib_after": f("$a_left_mib")},
+                    "apps_left": f("$a_left_apps"), "memory_used_mib_after": f("$a_left_mib"),
+                    "vllm_processes_left": f("$a_left_vllm")},
   "b_leaked_then_second_start": {"leaked_apps": "$b_leaked_apps", "exit_code": f("$b_rc"),
                     "refusal_after_s": f("$b_refusal_s"), "under_10s": f("$b_refusal_s") is not None and f("$b_refusal_s") < 10,
                     "vllm_launched": b("$b_vllm_launched"), "names_pid": b("$b_names_pid"),
                     "names_memory": b("$b_names_mem"), "says_leaked": b("$b_says_leaked")},
   "c_reap_stale": {"exit_code": f("$c_rc"), "took_s": f("$c_reap_s"), "gpu_free": b("$c_ok"),
-                   "free_after_s": f("$c_free")},
+                   "free_after_s": f("$c_free"), "vllm_processes_left": f("$c_left_vllm")},
 }
 json.dump(summary, open(sys.argv[1], "w"), indent=2)
 print(json.dumps(summary, indent=2))
