@@ -104,7 +104,8 @@ class GateVerdict:
         return "; ".join(self.changes) if self.changes else describe_changes([])
 
     def movement(self) -> MetricVerdict | None:
-        """The gated row a reader looks at first: the worst-judged, and within that the largest worsening."""
+        """The gated row a reader looks at first: the worst-judged, and within that the largest worsening;
+        output throughput when every row passed."""
         rank = {REGRESSED: 0, INCONCLUSIVE: 1, PASS: 2}
         rows = [r for r in self.rows if r.verdict in rank and r.relative is not None]
         if not rows:
@@ -113,7 +114,10 @@ class GateVerdict:
         def worsening(r: MetricVerdict) -> float:
             return r.relative if METRICS[r.metric].better == "lower" else -r.relative  # type: ignore[operator]
 
-        return min(rows, key=lambda r: (rank[r.verdict], -worsening(r)))
+        worst = min(rows, key=lambda r: (rank[r.verdict], -worsening(r)))
+        if worst.verdict == PASS:  # nothing failed: the figure a reader asks about first, if it was tested
+            return next((r for r in rows if r.metric == "output_throughput"), worst)
+        return worst
 
     def first_line(self) -> str:
         """``vLLM 0.25.1 → 0.26.0: output_throughput -6.2% [-7.0%, -5.4%]``: what changed, then the movement

@@ -47,7 +47,7 @@ def test_a_vllm_upgrade_of_an_unchanged_server_is_compared_named_and_passes():
     assert verdict.status == PASS, verdict.table()
     assert verdict.changes == ["vLLM 0.25.1 → 0.26.0"]
     first = verdict.first_line()
-    assert first.startswith("vLLM 0.25.1 → 0.26.0: ") and "[" in first, first
+    assert first.startswith("vLLM 0.25.1 → 0.26.0: output_throughput +0.0% [") and "]" in first, first
     assert "vLLM 0.25.1 → 0.26.0" in verdict.headline() and "PASS" in verdict.headline()
     assert "vLLM 0.25.1 → 0.26.0" in verdict.table().splitlines()[0]
 
