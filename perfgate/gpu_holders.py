@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 
 from perfgate._errors import ServerError
+from perfgate.doctor import DEFAULT_UTILIZATION
 from perfgate.profile import Profile
 from perfgate.telemetry.nvml import GIB, _load_nvml, _try, _visible_indices
 from perfgate.watchdog import (
@@ -40,7 +41,6 @@ from perfgate.watchdog import (
 )
 
 REAP_COMMAND = "perfgate serve --reap-stale"
-DEFAULT_UTILIZATION = 0.9  # vLLM's --gpu-memory-utilization default
 
 
 @dataclass(frozen=True)
