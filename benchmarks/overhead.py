@@ -48,7 +48,7 @@ def start_server(cpu: int | None, per_token_writes: bool) -> tuple[subprocess.Po
 def perfgate_bench(base: str, cpu: int | None, tokenizer: str, n: int, conc: int, args: argparse.Namespace,
                    out: Path, transport: str) -> dict:
     code = ("import sys, uvloop, json\n"
-            "from perfgate.scenario import scenario_from_flags\n"
+            "from perfgate.load.scenario import scenario_from_flags\n"
             "from perfgate.load import run_load\n"
             f"sc = scenario_from_flags(input_len={args.input_len}, output_len={args.output_len}, num_prompts={n},"
             f" request_rate=float('inf'), max_concurrency={conc}, ignore_eos=True)\n"
@@ -77,7 +77,7 @@ def locust(base: str, cpu: int | None, tokenizer: str, conc: int, seconds: float
         from perfgate.load.locust_runner import run_locust
     except ImportError:
         return None
-    from perfgate.scenario import ClosedLoop, Fixed, Scenario, Warmup
+    from perfgate.load.scenario import ClosedLoop, Fixed, Scenario, Warmup
 
     scenario = Scenario(name="overhead", description="zero-work overhead", prompt_tokens=Fixed(value=args.input_len),
                         output_tokens=Fixed(value=args.output_len), load=ClosedLoop(concurrency=conc),

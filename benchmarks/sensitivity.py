@@ -37,13 +37,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from perfgate.baseline import baseline_from_phases
-from perfgate.catalog import METRICS
-from perfgate.gate import PASS, compare, sensitivity
-from perfgate.gate_settings import load_gate_settings
-from perfgate.phase import PhaseResult
-from perfgate.power import simulate_gate
-from perfgate.report.json_report import read_phase_results
+from perfgate.core.catalog import METRICS
+from perfgate.core.phase import PhaseResult
+from perfgate.core.results import read_phase_results
+from perfgate.verdict.baseline import baseline_from_phases
+from perfgate.verdict.gate import PASS, compare, sensitivity
+from perfgate.verdict.gate_settings import load_gate_settings
+from perfgate.verdict.power import simulate_gate
 
 
 # ---------------------------------------------------------------- running

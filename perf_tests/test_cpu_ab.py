@@ -26,13 +26,14 @@ from pathlib import Path
 
 import pytest
 
-from perfgate.ab import ab_compare
-from perfgate.baseline import baseline_from_phases, find_baseline
-from perfgate.gate import compare
-from perfgate.gate_settings import GateSettings, load_gate_settings
-from perfgate.launch import launch_target
-from perfgate.measure import measure_phase
-from perfgate.scenario import load_scenario
+from perfgate.load.scenario import load_scenario
+from perfgate.report.tables import table
+from perfgate.run.launch import launch_target
+from perfgate.run.measure import measure_phase
+from perfgate.verdict.ab import ab_compare
+from perfgate.verdict.baseline import baseline_from_phases, find_baseline
+from perfgate.verdict.gate import compare
+from perfgate.verdict.gate_settings import GateSettings, load_gate_settings
 
 pytestmark = [pytest.mark.cpu, pytest.mark.slow]
 REPO = Path(__file__).resolve().parent.parent
@@ -50,7 +51,7 @@ def cpu_gate() -> GateSettings:
 
 @pytest.fixture(scope="module")
 def ab_phases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    from perfgate.builds import unavailable_reason
+    from perfgate.serving.builds import unavailable_reason
 
     if reason := unavailable_reason("cpu"):
         pytest.skip(reason)
@@ -91,9 +92,9 @@ def ab_phases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 def test_ab_reports_one_sequence_at_a_time_as_worse(ab_phases, request):
     a, b, seqs = ab_phases
     verdict = ab_compare(a, b)
-    print(f"\nA/B: A = cpu-tiny (max-num-seqs {seqs}), B = cpu-tiny with max-num-seqs {SLOW_SEQS}\n{verdict.table()}")
+    print(f"\nA/B: A = cpu-tiny (max-num-seqs {seqs}), B = cpu-tiny with max-num-seqs {SLOW_SEQS}\n{table(verdict)}")
     request.config.perfgate.verdicts.setdefault(f"ab/{SCENARIO}", {})["ab"] = verdict
-    assert "server_mean_queue_ms" in verdict.worse, verdict.table()
+    assert "server_mean_queue_ms" in verdict.worse, table(verdict)
     assert verdict.row("server_mean_queue_ms").b > 10 * verdict.row("server_mean_queue_ms").a
 
 
@@ -102,8 +103,8 @@ def test_gate_passes_the_committed_profile(ab_phases):
     baseline = find_baseline("cpu", "cpu-tiny", SCENARIO)
     assert baseline is not None, "baselines/cpu/cpu-tiny/cpu-closed.json is part of the repo"
     verdict = compare(a, baseline, cpu_gate())
-    print(f"\ngate, committed profile:\n{verdict.table()}")
-    assert verdict.passed, verdict.table()
+    print(f"\ngate, committed profile:\n{table(verdict)}")
+    assert verdict.passed, table(verdict)
 
 
 def test_gate_fails_the_injected_slowdown_naming_the_metrics(ab_phases):
@@ -121,8 +122,8 @@ def test_gate_fails_the_injected_slowdown_naming_the_metrics(ab_phases):
     """
     a, b, _ = ab_phases
     verdict = compare(b, baseline_from_phases(a, min_sessions=1), cpu_gate())
-    print(f"\ngate, max-num-seqs {SLOW_SEQS}, against A's repeats:\n{verdict.table()}")
-    assert verdict.status == "regressed" and not verdict.passed, verdict.table()
+    print(f"\ngate, max-num-seqs {SLOW_SEQS}, against A's repeats:\n{table(verdict)}")
+    assert verdict.status == "regressed" and not verdict.passed, table(verdict)
     regressed = {row.metric for row in verdict.regressions}
-    assert "server_mean_queue_ms" in regressed, verdict.table()
-    assert "server_mean_queue_ms" in verdict.table()
+    assert "server_mean_queue_ms" in regressed, table(verdict)
+    assert "server_mean_queue_ms" in table(verdict)

@@ -70,5 +70,5 @@ class InvalidRunError(PerfgateError):
 class PerfCheckFailed(PerfgateError):
     """A perf test's check failed (SLO, gate, invalid run, server gone); the message is the verdict table.
 
-    Raised by ``perfgate.runner.PhaseRunner`` outside pytest; the ``perfgate`` fixture fails the test instead.
+    Raised by ``perfgate.run.runner.PhaseRunner`` outside pytest; the ``perfgate`` fixture fails the test instead.
     """

@@ -9,7 +9,7 @@ and either
 - ``--profile`` names a CUDA profile.
 
 If such a session cannot serve a CUDA profile here (no NVIDIA GPU visible to NVML, a broken driver, or no
-CUDA build of vLLM: ``perfgate.builds.unavailable_reason("cuda")``), it fails at once with that cause: a
+CUDA build of vLLM: ``perfgate.serving.builds.unavailable_reason("cuda")``), it fails at once with that cause: a
 GPU job whose every test skipped would otherwise go green having measured nothing. ``--perfgate-allow-no-gpu``
 turns that into a skip of the GPU tests, with the cause as the reason. A plain run (no ``-m``, no GPU
 profile: the repository's own ``pytest`` on a CPU machine) skips GPU tests at setup with the reason, as before.

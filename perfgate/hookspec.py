@@ -14,4 +14,4 @@ def pytest_perfgate_server_started(config, profile, server, healthy_after_s) -> 
 
 @hookspec
 def pytest_perfgate_phase_measured(config, phase) -> None:
-    """A phase was measured and saved; ``phase`` is a perfgate.phase.PhaseResult."""
+    """A phase was measured and saved; ``phase`` is a perfgate.core.phase.PhaseResult."""

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from perfgate._errors import PerfgateError
-from perfgate.builds import unavailable_reason
 from perfgate.gpu_guard import GPU_MARKER, allowed_skip_reason, gpu_request, no_gpu_message
-from perfgate.gpu_holders import reap_stale
-from perfgate.profile import load_profile
-from perfgate.session import PerfgateSession
-from perfgate.sigint import restore_sigint
+from perfgate.run.session import PerfgateSession
+from perfgate.serving.builds import unavailable_reason
+from perfgate.serving.gpu_holders import reap_stale
+from perfgate.serving.profile import load_profile
+from perfgate.serving.sigint import restore_sigint
 
 DEFAULT_GPU_PROFILES = ("defaults", "optimized")
 DEFAULT_CPU_PROFILES = ("cpu-tiny",)
@@ -127,7 +127,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         try:
             results_dir_ready(config)
             if url := config.getoption("perfgate_vllm_url"):
-                from perfgate.server import AttachedServer
+                from perfgate.serving.server import AttachedServer
 
                 AttachedServer(url, api_key=config.perfgate.api_key).check()  # type: ignore[attr-defined]
         except PerfgateError as exc:
@@ -162,7 +162,7 @@ def _is_cuda_profile(name: str) -> bool:
 
 def profiles_for(metafunc_or_item, config: pytest.Config) -> list[str]:
     """Which profiles a test runs against: --profile, else its `profiles` marker, else by gpu/cpu marker."""
-    from perfgate.profile import load_profile
+    from perfgate.serving.profile import load_profile
 
     marker = metafunc_or_item.definition.get_closest_marker("profiles") if hasattr(
         metafunc_or_item, "definition") else metafunc_or_item.get_closest_marker("profiles")
@@ -211,7 +211,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         server = getattr(target, "server", None)
         log_path = getattr(server, "log_path", None)
         if log_path is not None:
-            from perfgate.server import tail
+            from perfgate.serving.server import tail
 
             session: PerfgateSession = item.config.perfgate  # type: ignore[attr-defined]
             # Access-log lines ("GET /metrics 200") crowd out the lines that say what went wrong.
@@ -246,7 +246,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             pg.report_paths = write_run_report(pg)  # type: ignore[attr-defined]
         except Exception as exc:  # the report must never hide the tests' own verdict
             pg.report_error = f"{type(exc).__name__}: {exc}"  # type: ignore[attr-defined]
-    from perfgate.server import leftover_processes, reap
+    from perfgate.serving.server import leftover_processes, reap
 
     leftovers = leftover_processes(pg.run_id)
     if leftovers:
@@ -264,7 +264,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     for srv in pg.servers:
         state = f"healthy after {srv.healthy_after_s:.1f} s" if srv.healthy_after_s is not None else (srv.error or "not started")
         tr.write_line(f"server {srv.profile}: {state}")
-    from perfgate.metrics import format_table
+    from perfgate.load.metrics import format_table
 
     last = {p.key: p for p in pg.phases}  # one table per phase key: its last repeat
     for key, phase in last.items():

@@ -17,8 +17,8 @@ serve=$!
 trap 'kill -TERM $serve 2>/dev/null' EXIT
 for _ in $(seq 600); do [ -s "$ready" ] && break; kill -0 $serve 2>/dev/null || break; sleep 1; done
 url=$(cat "$ready" 2>/dev/null) || { echo "server did not start"; tail -20 "$out/serve-$profile.txt"; exit 1; }
-model=$($py -c "from perfgate.profile import load_profile; print(load_profile('$profile').served_model_name)")
-tok=$($py -c "from perfgate.profile import load_profile; from perfgate.models import resolve_model; print(resolve_model(load_profile('$profile').model))")
+model=$($py -c "from perfgate.serving.profile import load_profile; print(load_profile('$profile').served_model_name)")
+tok=$($py -c "from perfgate.serving.profile import load_profile; from perfgate.models import resolve_model; print(resolve_model(load_profile('$profile').model))")
 work=(--random-input-len 512 --random-output-len 256 --num-prompts 320 --max-concurrency 32 --ignore-eos --seed 0)
 vb() { $py benchmarks/vllm_bench_serve.py --base-url "$url" --model "$model" --tokenizer "$tok" --dataset-name random \
   "${work[@]}" --percentile-metrics ttft,tpot,itl,e2el --disable-tqdm --save-result --result-filename "$1" > /dev/null 2>&1; }

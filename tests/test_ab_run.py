@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from perfgate._errors import ConfigError
-from perfgate.ab_run import EXIT_INCONCLUSIVE, EXIT_NOT_WORSE, EXIT_WORSE, SideEnv, judge, read_side_env
-from perfgate.builds import installed_vllm, unavailable_reason
 from perfgate.cli import main
-from perfgate.phase import PhaseResult
+from perfgate.core.phase import PhaseResult
+from perfgate.run.ab_run import EXIT_INCONCLUSIVE, EXIT_NOT_WORSE, EXIT_WORSE, SideEnv, judge, read_side_env
+from perfgate.serving.builds import installed_vllm, unavailable_reason
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 
 from perfgate._errors import BaselineError, InvalidRunError
-from perfgate.baseline import (
+from perfgate.cli import main
+from perfgate.core.catalog import METRICS
+from perfgate.core.method import METHOD_VERSION
+from perfgate.core.phase import PhaseResult, write_json_atomic
+from perfgate.verdict.baseline import (
     SCHEMA_VERSION,
     Baseline,
     baseline_from_phases,
@@ -21,10 +25,6 @@ from perfgate.baseline import (
     load_request_latencies,
     write_baseline,
 )
-from perfgate.catalog import METRICS
-from perfgate.cli import main
-from perfgate.method import METHOD_VERSION
-from perfgate.phase import PhaseResult, write_json_atomic
 
 FP = {"gpu_model": None, "vllm_version": "0.32.0", "torch_version": "2.13.0",
       "profile_command": "vllm serve tiny --max-num-seqs 32"}
@@ -266,8 +266,8 @@ def gate_pyproject(tmp_path, monkeypatch) -> Path:
 
 
 def test_cli_refresh_from_results_and_show(tmp_path, capsys, gate_pyproject):
-    from perfgate.gate import sensitivity
-    from perfgate.gate_settings import load_gate_settings
+    from perfgate.verdict.gate import sensitivity
+    from perfgate.verdict.gate_settings import load_gate_settings
 
     results, bdir = tmp_path / "results", tmp_path / "baselines"
     results.mkdir()

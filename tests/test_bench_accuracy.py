@@ -37,8 +37,8 @@ pytestmark = [pytest.mark.cpu, pytest.mark.slow]
 def cpu_server(tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip("vllm")
     from perfgate.models import resolve_model
-    from perfgate.profile import load_profile
-    from perfgate.server import VllmServer
+    from perfgate.serving.profile import load_profile
+    from perfgate.serving.server import VllmServer
 
     profile = load_profile("cpu-tiny", profiles_dir=REPO / "profiles")
     model_dir = resolve_model(profile.model)
@@ -125,7 +125,7 @@ def _same(a: float, b: float) -> bool:
 
 def test_perfgate_bench_and_vllm_bench_serve_agree_exactly(cpu_server, tmp_path: Path) -> None:
     """Same workload, same server: same counts, same tokens, same keys, same definitions."""
-    from perfgate.metrics import compute_metrics, regime_note
+    from perfgate.load.metrics import compute_metrics, regime_note
 
     server, model, tokenizer = cpu_server
     c0 = _counters(server.metrics_url)
@@ -196,7 +196,7 @@ def test_perfgate_bench_and_vllm_bench_serve_agree_exactly(cpu_server, tmp_path:
 
 async def test_counts_match_vllm_metrics_counters(cpu_server) -> None:
     from perfgate.load import run_load
-    from perfgate.scenario import load_scenario
+    from perfgate.load.scenario import load_scenario
 
     server, model, tokenizer = cpu_server
     scenario = load_scenario("cpu-poisson", REPO / "scenarios")
@@ -220,7 +220,7 @@ async def test_counts_match_vllm_metrics_counters(cpu_server) -> None:
 async def test_chat_prompts_are_exact_on_real_vllm(cpu_server, transport: str) -> None:
     """Chat-template token counting agrees with the server's usage.prompt_tokens (both HTTP paths)."""
     from perfgate.load import run_load
-    from perfgate.scenario import load_scenario
+    from perfgate.load.scenario import load_scenario
 
     server, model, tokenizer = cpu_server
     scenario = load_scenario("cpu-chat", REPO / "scenarios").model_copy(update={"num_requests": 8})

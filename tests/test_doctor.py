@@ -10,9 +10,9 @@ import pytest
 
 from perfgate._errors import DoctorError, PerfgateError
 from perfgate.cli import main
-from perfgate.doctor import GiB, ModelShape, check, diagnose
 from perfgate.models import resolve_model
-from perfgate.profile import load_profile
+from perfgate.serving.doctor import GiB, ModelShape, check, diagnose
+from perfgate.serving.profile import load_profile
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = REPO / "profiles"

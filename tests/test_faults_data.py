@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from perfgate._errors import ConfigError, ResultsDirError
-from perfgate.profile import load_profile
-from perfgate.scenario import load_scenario
+from perfgate.load.scenario import load_scenario
+from perfgate.serving.profile import load_profile
 
 SERVER_TEST = """
 import pytest
@@ -109,7 +109,7 @@ def test_gpu_test_skips_here_with_the_reason(child_pytest) -> None:
 
 def _pretend_installed(monkeypatch: pytest.MonkeyPatch, dists: dict[str, str]) -> None:
     """Stub (the one thing that cannot be undone here): which vLLM distributions importlib.metadata sees."""
-    from perfgate import builds
+    from perfgate.serving import builds
 
     def version(name: str) -> str:
         if name in dists:
@@ -122,7 +122,7 @@ def _pretend_installed(monkeypatch: pytest.MonkeyPatch, dists: dict[str, str]) -
 
 
 def test_vllm_not_installed_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    from perfgate.builds import installed_vllm, unavailable_reason
+    from perfgate.serving.builds import installed_vllm, unavailable_reason
 
     _pretend_installed(monkeypatch, {})
     assert installed_vllm().dist is None
@@ -132,7 +132,7 @@ def test_vllm_not_installed_says_how_to_install(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_wrong_build_for_a_cpu_profile(monkeypatch: pytest.MonkeyPatch) -> None:
-    from perfgate.builds import unavailable_reason
+    from perfgate.serving.builds import unavailable_reason
 
     _pretend_installed(monkeypatch, {"vllm": "0.32.0"})  # the CUDA build
     reason = unavailable_reason("cpu") or ""
@@ -141,8 +141,8 @@ def test_wrong_build_for_a_cpu_profile(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_launch_skips_before_lint_or_launch_without_vllm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fixture's path: `launch_target` raises the skip before linting, resolving a model or launching."""
-    from perfgate.launch import Unavailable, launch_target
-    from perfgate.session import PerfgateSession
+    from perfgate.run.launch import Unavailable, launch_target
+    from perfgate.run.session import PerfgateSession
 
     _pretend_installed(monkeypatch, {})
     finalizers: list = []

@@ -20,8 +20,8 @@ from typing import ClassVar
 import pytest
 
 from perfgate._errors import ServerError
-from perfgate.profile import load_profile
-from perfgate.server import AttachedServer, VllmServer, free_port
+from perfgate.serving.profile import load_profile
+from perfgate.serving.server import AttachedServer, VllmServer, free_port
 
 SERVER_TEST = """
 import pytest
@@ -66,7 +66,7 @@ def test_port_taken_after_it_was_picked_shows_vllms_error(tmp_path: Path, occupi
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The race the pre-check cannot close: the port is taken between picking and vLLM's bind. Real vLLM
     exits at once; the error carries vLLM's own line and nothing is left running (rows 4 and 6)."""
-    import perfgate.server as server_mod
+    import perfgate.serving.server as server_mod
     from perfgate.models import resolve_model
 
     monkeypatch.setattr(server_mod, "free_port", lambda host="127.0.0.1": occupied_port)
@@ -138,7 +138,7 @@ def test_servers_bind_loopback_unless_the_profile_says_otherwise(tmp_path: Path)
 
 def test_lint_refuses_host_and_port_in_vllm_flags(tmp_path: Path) -> None:
     """`host` can only be set as the profile's field, never smuggled in as a vLLM flag."""
-    from perfgate.lint import lint_profile
+    from perfgate.serving.lint import lint_profile
 
     (tmp_path / "cpu-tiny.toml").write_text(Path(load_profile("cpu-tiny").files[0]).read_text())
     (tmp_path / "sneaky.toml").write_text('extends = "cpu-tiny"\n[vllm]\nhost = "0.0.0.0"\nport = 8000\n')

@@ -86,7 +86,7 @@ async def long_load_then_signal(server, perfgate):
 
 FAULTED_TESTS = CHILD_COMMON + '''
 from perfgate._errors import ServerError
-from perfgate.server import AttachedServer
+from perfgate.serving.server import AttachedServer
 
 KEY = os.environ["FAULT_API_KEY"]
 
@@ -242,9 +242,9 @@ def test_engine_killed_mid_load_fails_saves_and_moves_on(faulted_session) -> Non
 def test_dying_servers_5xx_are_counted_per_class_and_fail_the_error_rate_slo(faulted_session) -> None:
     from collections import Counter
 
-    from perfgate.phase import PhaseResult
-    from perfgate.slo import FAIL
-    from perfgate.slo_files import load_slos
+    from perfgate.core.phase import PhaseResult
+    from perfgate.verdict.slo import FAIL
+    from perfgate.verdict.slo_files import load_slos
 
     _, result = faulted_session
     phase = PhaseResult.from_dict(_phase(result.results_dir, "fault-a__fault-kill__r0"))
@@ -429,8 +429,8 @@ def test_leftover_check_finds_orphans_that_renamed_themselves(tmp_path: Path,
     import sys
     import time
 
-    from perfgate.profile import load_profile
-    from perfgate.server import RUN_ID_ENV, VllmServer, leftover_processes
+    from perfgate.serving.profile import load_profile
+    from perfgate.serving.server import RUN_ID_ENV, VllmServer, leftover_processes
 
     pid_file = tmp_path / "orphan.pid"
     launcher = tmp_path / "fake-vllm"

@@ -19,13 +19,10 @@ import pytest
 from pydantic import ValidationError
 
 from perfgate._errors import ConfigError
+from perfgate.core.phase import PhaseResult
 from perfgate.load.engine import run_load
 from perfgate.load.prompts import PromptBuilder, PromptStream, load_tokenizer, new_nonce
-from perfgate.load.schedule import request_specs
-from perfgate.load.sweep import run_sweep
-from perfgate.measure import PREFIX_HIT_TOLERANCE_PCT, check_prefix_cache, prefix_cache_verdict
-from perfgate.phase import PhaseResult
-from perfgate.scenario import (
+from perfgate.load.scenario import (
     Choice,
     ClosedLoop,
     Fixed,
@@ -36,6 +33,9 @@ from perfgate.scenario import (
     Warmup,
     load_scenario,
 )
+from perfgate.load.schedule import request_specs
+from perfgate.load.sweep import run_sweep
+from perfgate.run.measure import PREFIX_HIT_TOLERANCE_PCT, check_prefix_cache, prefix_cache_verdict
 
 HEAD = 16  # prompts must differ within their first HEAD tokens (a GPU KV block is 16 tokens)
 
@@ -421,7 +421,7 @@ def test_bench_prompt_nonce_reproduces_and_defaults_to_fresh(recorder, tmp_path:
 
 
 def test_session_nonce_is_fresh_and_saved(tmp_path: Path) -> None:
-    from perfgate.session import PerfgateSession
+    from perfgate.run.session import PerfgateSession
 
     a, b = PerfgateSession(results_dir=tmp_path / "a"), PerfgateSession(results_dir=tmp_path / "b")
     assert re.fullmatch(r"[0-9a-f]{8}", a.prompt_nonce) and a.prompt_nonce != b.prompt_nonce
@@ -430,7 +430,7 @@ def test_session_nonce_is_fresh_and_saved(tmp_path: Path) -> None:
 
 def test_run_json_carries_the_session_nonce(tmp_path: Path) -> None:
     from perfgate.report import write_run_report
-    from perfgate.session import PerfgateSession
+    from perfgate.run.session import PerfgateSession
 
     session = PerfgateSession(results_dir=tmp_path)
     session.add_phase(PhaseResult(profile="p", scenario="s", gpu_class="cpu", metrics={"completed": 1.0},
@@ -453,14 +453,14 @@ def test_locust_command_carries_the_stream(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def cpu_target(tmp_path_factory: pytest.TempPathFactory):
-    from perfgate.builds import unavailable_reason
+    from perfgate.serving.builds import unavailable_reason
 
     if reason := unavailable_reason("cpu"):
         pytest.skip(reason)
     from perfgate.models import resolve_model
-    from perfgate.profile import load_profile
-    from perfgate.server import VllmServer
-    from perfgate.target import Target
+    from perfgate.run.target import Target
+    from perfgate.serving.profile import load_profile
+    from perfgate.serving.server import VllmServer
 
     model = resolve_model("synthetic:tiny")
     log = tmp_path_factory.mktemp("fresh-vllm") / "vllm.log"
@@ -485,7 +485,7 @@ def long_prompts(**kw) -> Scenario:
 @pytest.mark.cpu
 @pytest.mark.slow
 async def test_real_vllm_fresh_repeats_do_not_hit_the_prefix_cache(cpu_target, tmp_path: Path) -> None:
-    from perfgate.measure import measure_phase
+    from perfgate.run.measure import measure_phase
 
     sc = long_prompts()
     phases = [await measure_phase(cpu_target, sc, results_dir=tmp_path, repeat=r, nonce="f00dcafe")
@@ -503,7 +503,7 @@ async def test_real_vllm_fresh_repeats_do_not_hit_the_prefix_cache(cpu_target, t
 @pytest.mark.cpu
 @pytest.mark.slow
 async def test_real_vllm_resent_prompts_make_the_phase_invalid(cpu_target, tmp_path: Path) -> None:
-    from perfgate.measure import measure_phase
+    from perfgate.run.measure import measure_phase
 
     sc = long_prompts(name="resent-cpu")
     first = await measure_phase(cpu_target, sc, results_dir=tmp_path / "a", repeat=0, nonce="5a5a5a5a")
@@ -518,7 +518,7 @@ async def test_real_vllm_resent_prompts_make_the_phase_invalid(cpu_target, tmp_p
 @pytest.mark.cpu
 @pytest.mark.slow
 async def test_real_vllm_declared_shared_prefix_is_valid_and_hits(cpu_target, tmp_path: Path) -> None:
-    from perfgate.measure import measure_phase
+    from perfgate.run.measure import measure_phase
 
     sc = long_prompts(name="prefix-cpu", endpoint="/v1/chat/completions", shared_prefix_tokens=384, concurrency=1)
     phase = await measure_phase(cpu_target, sc, results_dir=tmp_path, repeat=0)

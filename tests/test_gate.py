@@ -8,9 +8,20 @@ import random
 import pytest
 
 from perfgate._errors import ConfigError
-from perfgate.baseline import baseline_from_phases
-from perfgate.catalog import GATED, METRICS
-from perfgate.gate import (
+from perfgate.core.catalog import GATED, METRICS
+from perfgate.core.phase import PhaseResult
+from perfgate.core.stats import (
+    adjust_pvalues,
+    estimate_noise,
+    false_alarm_rate,
+    margin_test,
+    t_quantile,
+    t_two_sided_p,
+    t_upper_p,
+)
+from perfgate.report.tables import table
+from perfgate.verdict.baseline import baseline_from_phases
+from perfgate.verdict.gate import (
     INCOMPARABLE,
     INCONCLUSIVE,
     INVALID,
@@ -22,17 +33,7 @@ from perfgate.gate import (
     compare,
     sensitivity,
 )
-from perfgate.gate_settings import GateSettings, load_gate_settings
-from perfgate.phase import PhaseResult
-from perfgate.stats import (
-    adjust_pvalues,
-    estimate_noise,
-    false_alarm_rate,
-    margin_test,
-    t_quantile,
-    t_two_sided_p,
-    t_upper_p,
-)
+from perfgate.verdict.gate_settings import GateSettings, load_gate_settings
 
 CENTRES = {"output_throughput": 4800.0, "request_throughput": 18.7, "median_ttft_ms": 120.0, "p99_ttft_ms": 210.0,
            "median_tpot_ms": 6.3, "p99_tpot_ms": 7.1, "median_e2el_ms": 1700.0, "p99_e2el_ms": 1850.0,
@@ -122,7 +123,7 @@ def test_catalog_gates_no_duplicate_and_no_environment_reading():
 def test_unchanged_server_passes():
     rng = random.Random(1)
     verdict = compare(session("cur", 3, rng), baseline(rng))
-    assert verdict.status == PASS, verdict.table()
+    assert verdict.status == PASS, table(verdict)
     assert {r.verdict for r in verdict.gated_rows} == {PASS}
 
 
@@ -130,7 +131,7 @@ def test_three_degrees_warmer_gpu_alone_never_fails():
     rng = random.Random(2)
     verdict = compare(session("cur", 3, rng, change={"temperature_c_peak": 3.0, "power_w_mean": 40.0}),
                       baseline(rng))
-    assert verdict.status == PASS, verdict.table()
+    assert verdict.status == PASS, table(verdict)
     temperature = next(r for r in verdict.rows if r.metric == "temperature_c_peak")
     assert temperature.verdict == REPORTED
 
@@ -139,9 +140,9 @@ def test_a_real_throughput_loss_is_regressed_and_named():
     rng = random.Random(4)
     verdict = compare(session("cur", 3, rng, change={"output_throughput": -0.12, "request_throughput": -0.12}),
                       baseline(rng))
-    assert verdict.status == REGRESSED, verdict.table()
+    assert verdict.status == REGRESSED, table(verdict)
     assert [r.metric for r in verdict.regressions] == ["output_throughput"]
-    assert "output_throughput" in verdict.table() and "REGRESSED" in verdict.table()
+    assert "output_throughput" in table(verdict) and "REGRESSED" in table(verdict)
 
 
 def test_a_change_under_the_margin_passes_and_does_not_move_other_verdicts():
@@ -158,7 +159,7 @@ def test_a_change_under_the_margin_passes_and_does_not_move_other_verdicts():
 def test_too_noisy_to_tell_is_inconclusive_not_pass():
     rng = random.Random(6)
     verdict = compare(session("cur", 3, rng, cv=0.15), baseline(rng, cv=0.15))
-    assert verdict.status == INCONCLUSIVE, verdict.table()
+    assert verdict.status == INCONCLUSIVE, table(verdict)
     assert not verdict.passed
 
 
@@ -167,7 +168,7 @@ def test_smoke_gate_lets_inconclusive_through_and_says_so():
     smoke = GateSettings(gpu_class="cpu", smoke=True)
     verdict = compare(session("cur", 3, rng, cv=0.15), baseline(rng, cv=0.15), smoke)
     assert verdict.status == INCONCLUSIVE and verdict.passed
-    assert "smoke gate" in verdict.table()
+    assert "smoke gate" in table(verdict)
 
 
 def test_error_counts_need_the_absolute_floor():

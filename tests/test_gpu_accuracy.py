@@ -74,7 +74,7 @@ def compare(first: dict, ours: dict, second: dict) -> tuple[bool, list[str]]:
 
 
 def test_perfgate_bench_lands_between_two_vllm_bench_runs(vllm_server, tmp_path: Path) -> None:
-    from perfgate.metrics import regime_note
+    from perfgate.load.metrics import regime_note
 
     run_vllm_bench(vllm_server, tmp_path / "warm.json", seed=100, num_prompts=64)  # CUDA graphs, allocator: warm up
     report: list[str] = []

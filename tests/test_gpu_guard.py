@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from perfgate import builds
 from perfgate.gpu_guard import gpu_request, markexpr_depends_on_gpu
+from perfgate.serving import builds
 
 pytest_plugins = ["pytester"]
 REPO = Path(__file__).resolve().parent.parent

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from perfgate.baseline import baseline_from_phases, load_baseline
-from perfgate.gate import INCOMPARABLE, INCONCLUSIVE, PASS, REGRESSED, compare
-from perfgate.gate_settings import load_gate_settings
-from perfgate.identity import check_identity, flag_changes, normalized_flags
-from perfgate.phase import PhaseResult
-from perfgate.scenario import Scenario, load_scenario
-from perfgate.target import model_identity
+from perfgate.core.phase import PhaseResult
+from perfgate.load.scenario import Scenario, load_scenario
+from perfgate.report.tables import table
+from perfgate.run.target import model_identity
+from perfgate.verdict.baseline import baseline_from_phases, load_baseline
+from perfgate.verdict.gate import INCOMPARABLE, INCONCLUSIVE, PASS, REGRESSED, compare
+from perfgate.verdict.gate_settings import load_gate_settings
+from perfgate.verdict.identity import check_identity, flag_changes, normalized_flags
 
 REPO = Path(__file__).resolve().parent.parent
 H200 = REPO / "baselines" / "h200" / "optimized" / "fixed-512-256.json"
@@ -44,12 +45,12 @@ def test_a_vllm_upgrade_of_an_unchanged_server_is_compared_named_and_passes():
     base = load_baseline(H200)
     assert base.vllm_version == "0.25.1"
     verdict = compare(rerun(H200, vllm_version="0.26.0"), base, load_gate_settings("h200"))
-    assert verdict.status == PASS, verdict.table()
+    assert verdict.status == PASS, table(verdict)
     assert verdict.changes == ["vLLM 0.25.1 → 0.26.0"]
     first = verdict.first_line()
     assert first.startswith("vLLM 0.25.1 → 0.26.0: output_throughput +0.0% [") and "]" in first, first
     assert "vLLM 0.25.1 → 0.26.0" in verdict.headline() and "PASS" in verdict.headline()
-    assert "vLLM 0.25.1 → 0.26.0" in verdict.table().splitlines()[0]
+    assert "vLLM 0.25.1 → 0.26.0" in table(verdict).splitlines()[0]
 
 
 def test_a_vllm_upgrade_that_loses_5_percent_throughput_is_regressed_and_names_the_change():
@@ -69,9 +70,9 @@ def test_a_vllm_upgrade_that_loses_5_percent_throughput_is_regressed_and_names_t
     base = baseline_from_phases(session("b0", 3) + session("b1", 3))
     settings = load_gate_settings("h200")
     same = compare(session("c", 4, vllm_version="0.26.0"), base, settings)
-    assert same.status == PASS and same.changes == ["vLLM 0.25.1 → 0.26.0"], same.table()
+    assert same.status == PASS and same.changes == ["vLLM 0.25.1 → 0.26.0"], table(same)
     verdict = compare(session("c", 6, loss=0.05, vllm_version="0.26.0", driver="590.10"), base, settings)
-    assert verdict.status == REGRESSED, verdict.table()
+    assert verdict.status == REGRESSED, table(verdict)
     assert [r.metric for r in verdict.regressions] == ["output_throughput"]
     first = verdict.first_line()
     assert re.fullmatch(r"vLLM 0\.25\.1 → 0\.26\.0; driver 580\.159\.04 → 590\.10: output_throughput "
@@ -85,7 +86,7 @@ def test_with_the_recorded_h200_noise_a_5_percent_loss_in_one_run_is_not_a_pass(
     loss = {"output_throughput": 0.95, "total_token_throughput": 0.95, "request_throughput": 0.95}
     verdict = compare(rerun(H200, scale=loss, vllm_version="0.26.0"), load_baseline(H200),
                       load_gate_settings("h200"))
-    assert verdict.status in (REGRESSED, INCONCLUSIVE) and not verdict.passed, verdict.table()
+    assert verdict.status in (REGRESSED, INCONCLUSIVE) and not verdict.passed, table(verdict)
     assert verdict.first_line().startswith("vLLM 0.25.1 → 0.26.0: output_throughput -5.0% [")
 
 
@@ -123,7 +124,7 @@ def test_a_changed_scenario_under_the_same_name_is_refused():
     base = baseline_from_phases(base_phases)
     settings = load_gate_settings("cpu")
     same = compare(rerun(CPU, scenario_digest=spec.content_digest(), vllm_version="0.33.0"), base, settings)
-    assert same.status == PASS and same.changes == ["vLLM 0.32.0 → 0.33.0"], same.table()
+    assert same.status == PASS and same.changes == ["vLLM 0.32.0 → 0.33.0"], table(same)
     other = compare(rerun(CPU, scenario_digest=changed.content_digest()), base, settings)
     assert other.status == INCOMPARABLE and "scenario content differs" in other.headline()
 
@@ -145,10 +146,10 @@ def test_an_old_baseline_without_the_new_fields_is_compared_and_says_what_was_no
                 model_architecture="Qwen3ForCausalLM (layers 36, hidden 2560, heads 32, kv heads 8)",
                 model_dtype="bfloat16")
     verdict = compare(run, base, load_gate_settings("h200"))
-    assert verdict.status == PASS, verdict.table()
+    assert verdict.status == PASS, table(verdict)
     assert verdict.unchecked == ["model architecture (not recorded by the baseline)",
                                  "scenario content (not recorded by the baseline)"]
-    assert "identity not checked" in verdict.table()
+    assert "identity not checked" in table(verdict)
     # The old file's dtype is read from its command line (--dtype bfloat16): a float16 run is refused.
     assert compare(rerun(H200, model_dtype="float16"), base).status == INCOMPARABLE
 
@@ -178,5 +179,5 @@ def test_model_identity_reads_config_json_and_the_dtype_flag(tmp_path):
 @pytest.mark.parametrize("path", [H200, CPU])
 def test_committed_baselines_still_load_and_compare_with_themselves(path):
     verdict = compare(rerun(path), load_baseline(path), load_gate_settings(load_baseline(path).gpu_class))
-    assert verdict.status == PASS and verdict.changes == [], verdict.table()
+    assert verdict.status == PASS and verdict.changes == [], table(verdict)
     assert verdict.first_line().startswith("no change in vLLM, torch, CUDA, driver, flags: ")

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from perfgate import _vllm_argspec
 from perfgate._errors import LintError, PerfgateError, VllmNotInstalledError
 from perfgate.cli import main
-from perfgate.lint import check_argv, lint_argv, lint_profile
-from perfgate.profile import load_profile
+from perfgate.serving import _vllm_argspec
+from perfgate.serving.lint import check_argv, lint_argv, lint_profile
+from perfgate.serving.profile import load_profile
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = REPO / "profiles"

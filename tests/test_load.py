@@ -25,8 +25,8 @@ from perfgate.load import (
     run_sweep,
     send_request,
 )
+from perfgate.load.scenario import ClosedLoop, Fixed, OpenLoop, Scenario, SelfCheck, Warmup
 from perfgate.load.schedule import arrival_offsets
-from perfgate.scenario import ClosedLoop, Fixed, OpenLoop, Scenario, SelfCheck, Warmup
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from perfgate._errors import ConfigError
+from perfgate.core.records import RequestRecord
 from perfgate.load.locust_runner import (
     LocustRunError,
     Stage,
@@ -25,9 +26,8 @@ from perfgate.load.locust_runner import (
     stage_at,
     worker_records_path,
 )
+from perfgate.load.scenario import ClosedLoop, Fixed, Scenario, Warmup
 from perfgate.load.stream import PromptStream
-from perfgate.records import RequestRecord
-from perfgate.scenario import ClosedLoop, Fixed, Scenario, Warmup
 
 
 def _scenario(endpoint: str = "/v1/completions", prompt: int = 32, output: int = 16) -> Scenario:
@@ -97,8 +97,8 @@ def test_a_locust_that_cannot_start_fails_naming_the_cause(tmp_path: Path) -> No
 @pytest.fixture(scope="module")
 def vllm(tmp_path_factory: pytest.TempPathFactory):
     from perfgate.models import resolve_model
-    from perfgate.profile import load_profile
-    from perfgate.server import VllmServer
+    from perfgate.serving.profile import load_profile
+    from perfgate.serving.server import VllmServer
 
     log = tmp_path_factory.mktemp("locust-vllm") / "vllm.log"
     server = VllmServer(load_profile("cpu-tiny"), resolve_model("synthetic:tiny"), log_path=log)

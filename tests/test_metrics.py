@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from perfgate.catalog import METRICS
-from perfgate.metrics import compute_metrics, format_table, is_flushed_stream, latency_stats, regime_note
-from perfgate.records import RequestRecord
+from perfgate.core.catalog import METRICS
+from perfgate.core.records import RequestRecord
+from perfgate.load.metrics import compute_metrics, format_table, is_flushed_stream, latency_stats, regime_note
 
 
 def synthetic_records(n: int = 40, seed: int = 3) -> list[RequestRecord]:

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from perfgate.cli import main
-from perfgate.hardware import gpu_class
+from perfgate.core.hardware import gpu_class
+from perfgate.load.scenario import load_scenario
 from perfgate.models import resolve_model
 from perfgate.models.shape import read_model_shape
-from perfgate.physics import check_all, check_set, quantile
-from perfgate.profile import load_profile
-from perfgate.scenario import load_scenario
-from perfgate.slo_files import load_slos
+from perfgate.serving.profile import load_profile
+from perfgate.verdict.physics import check_all, check_set, quantile
+from perfgate.verdict.slo_files import load_slos
 
 REPO = Path(__file__).resolve().parent.parent
 # The seed's A10G set as slos/a10g.toml held it before it was paired with chat-short: P99 <= 1200 ms on chat.

@@ -74,7 +74,7 @@ def test_api_key_env_must_be_set(suite, monkeypatch):
 
 def test_terminal_summary_prints_each_phases_metric_table(suite):
     suite.makepyfile(test_phase='''
-from perfgate.phase import PhaseResult
+from perfgate.core.phase import PhaseResult
 
 def test_records_a_phase(pytestconfig):
     pytestconfig.perfgate.phases.append(PhaseResult("cpu-tiny", "cpu-closed", "cpu", metrics={
@@ -90,8 +90,8 @@ def test_records_a_phase(pytestconfig):
 
 def test_terminal_summary_labels_a_provisional_slo_verdict(suite):
     suite.makepyfile(test_provisional='''
-from perfgate.phase import PhaseResult
-from perfgate.slo import PASS, SloRow, SloVerdict
+from perfgate.core.phase import PhaseResult
+from perfgate.verdict.slo import PASS, SloRow, SloVerdict
 
 def test_records_a_verdict(pytestconfig):
     phase = PhaseResult("cpu-tiny", "cpu-closed", "cpu", metrics={"completed": 160, "p99_e2el_ms": 900.0})

@@ -22,8 +22,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from perfgate.phase import PhaseResult
-from perfgate.runner import PhaseRunner
+from perfgate.core.phase import PhaseResult
+from perfgate.run.runner import PhaseRunner
 
 RECORDED = json.loads(Path({recorded!r}).read_text())
 

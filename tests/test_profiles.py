@@ -10,7 +10,7 @@ import pytest
 
 from perfgate._errors import ConfigError
 from perfgate.cli import main
-from perfgate.profile import API_SERVER_MODULE, load_profile
+from perfgate.serving.profile import API_SERVER_MODULE, load_profile
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = REPO / "profiles"

@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 
 from perfgate._errors import ResultsDirError
-from perfgate.ab import BETTER, SAME, WORSE, ab_compare
-from perfgate.baseline import baseline_from_phases
-from perfgate.catalog import METRICS
 from perfgate.cli import main
-from perfgate.gate import compare
-from perfgate.phase import PhaseResult, write_json_atomic
+from perfgate.core.catalog import METRICS
+from perfgate.core.phase import PhaseResult, write_json_atomic
 from perfgate.report import check_results_dir, read_phase_results, write_report
-from perfgate.slo_files import load_slos
+from perfgate.report.tables import table
+from perfgate.verdict.ab import BETTER, SAME, WORSE, ab_compare
+from perfgate.verdict.baseline import baseline_from_phases
+from perfgate.verdict.gate import compare
+from perfgate.verdict.slo_files import load_slos
 
 REPO = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -150,8 +151,8 @@ def test_summary_gate_section_states_the_rule_and_every_gated_verdict():
     """A run that is clearly slower at P99 E2E, undecided on a noisy median TTFT and unchanged in throughput:
     the summary names the rule, lists every gated metric with its verdict (worst first), and says that
     report-only figures (a duplicate, an occupancy figure) are not gated even when they moved a lot."""
-    from perfgate.gate_settings import GateSettings
     from perfgate.report.markdown import render_summary
+    from perfgate.verdict.gate_settings import GateSettings
 
     base = [_gate_phase(r, f"base-{r // 3}", tput=t, p99_e2el=e, ttft=f, p50_e2el=1000 + 10 * r, batch=4.0)
             for r, (t, e, f) in enumerate(zip((100, 101, 99, 100.5, 99.5, 100), (2000, 2010, 1990, 2005, 1995, 2000),
@@ -200,8 +201,8 @@ def test_summary_gate_section_states_the_rule_and_every_gated_verdict():
 
 def test_summary_opens_with_what_changed_since_the_baseline():
     """A vLLM upgrade and a flag change: named in one line above the verdict table, and in the gate section."""
-    from perfgate.gate_settings import GateSettings
     from perfgate.report.markdown import render_summary
+    from perfgate.verdict.gate_settings import GateSettings
 
     line = "vllm serve /m --max-num-seqs 8 --dtype bfloat16"
     base = [_gate_phase(r, f"base-{r // 3}", tput=100 + r % 3, p99_e2el=2000 + r % 3, ttft=100 + r % 3,
@@ -264,8 +265,8 @@ def test_ab_verdicts_are_direction_aware():
     assert v.row("p99_e2el_ms").verdict == BETTER and v.row("p99_e2el_ms").change.relative < 0
     assert v.row("p50_ttft_ms").verdict == SAME
     assert ab_compare(b, a).row("request_throughput").verdict == WORSE
-    table = v.table()
-    assert "B=optimized vs A=defaults" in table and "better" in table and "95% CI" in table
+    text = table(v)
+    assert "B=optimized vs A=defaults" in text and "better" in text and "95% CI" in text
     paired = ab_compare(a, b, paired=True)
     assert paired.paired and paired.row("request_throughput").change.method == "paired"
     with pytest.raises(ValueError, match="paired"):
@@ -298,7 +299,7 @@ def test_timeline_plot_with_gpu_samples(tmp_path):
 
 
 def test_write_run_report_from_a_session_redacts_the_api_key(tmp_path):
-    from perfgate.session import PerfgateSession
+    from perfgate.run.session import PerfgateSession
 
     rng = random.Random(5)
     session = PerfgateSession(results_dir=tmp_path, api_key="sk-secret-123")

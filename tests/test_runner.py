@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-import perfgate.runner
-from perfgate.baseline import baseline_path, write_baseline
-from perfgate.phase import PhaseResult
-from perfgate.runner import PhaseRunner
-from perfgate.session import PerfgateSession
-from perfgate.target import Target
+import perfgate.run.runner
+from perfgate.core.phase import PhaseResult
+from perfgate.run.runner import PhaseRunner
+from perfgate.run.session import PerfgateSession
+from perfgate.run.target import Target
+from perfgate.verdict.baseline import baseline_path, write_baseline
 
 GPU_CLASS, PROFILE, SCENARIO = "testgpu", "cpu-tiny", "cpu-closed"
 KEY = f"{GPU_CLASS}/{PROFILE}/{SCENARIO}"
@@ -60,7 +60,7 @@ def phase(repeat: int, session: str, throughput: float, *, valid: bool = True) -
 
 
 class FakeMeasure:
-    """Stands in for perfgate.measure.measure_phase: one synthetic phase per call, from ``throughputs``."""
+    """Stands in for perfgate.run.measure.measure_phase: one synthetic phase per call, from ``throughputs``."""
 
     def __init__(self, throughputs: list[float], invalid_from: int | None = None) -> None:
         self.throughputs = list(throughputs)
@@ -105,7 +105,7 @@ def baseline_file(gate_env: Path) -> Path:
 
 def make_runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeMeasure, *,
                 update_baselines: bool = False) -> PhaseRunner:
-    monkeypatch.setattr(perfgate.runner, "measure_phase", fake)
+    monkeypatch.setattr(perfgate.run.runner, "measure_phase", fake)
     results = tmp_path / "results"
     results.mkdir(exist_ok=True)
     target = Target(server=AttachedServer(), profile=PROFILE, served_model_name="tiny", tokenizer="unused",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from perfgate._errors import ConfigError
-from perfgate.scenario import (
+from perfgate.load.scenario import (
     ClosedLoop,
     Fixed,
     OpenLoop,

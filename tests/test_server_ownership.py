@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from perfgate import gpu_holders, watchdog
-from perfgate import server as server_mod
 from perfgate._errors import ServerError
-from perfgate.profile import load_profile
-from perfgate.server import VllmServer
-from perfgate.watchdog import OWNER_ENV, RUN_ID_ENV, pid_alive, start_ticks
+from perfgate.serving import gpu_holders, watchdog
+from perfgate.serving import server as server_mod
+from perfgate.serving.profile import load_profile
+from perfgate.serving.server import VllmServer
+from perfgate.serving.watchdog import OWNER_ENV, RUN_ID_ENV, pid_alive, start_ticks
 
 REPO = Path(__file__).resolve().parent.parent
 GIB = 2**30
@@ -52,7 +52,7 @@ def test_a_background_job_of_a_script_inherits_sigint_ignored() -> None:
     assert int(out.split()[1], 16) & 0x2, out
 
 
-CHECK_SIGINT = "from perfgate.sigint import restore_sigint; import signal; r = restore_sigint(); " \
+CHECK_SIGINT = "from perfgate.serving.sigint import restore_sigint; import signal; r = restore_sigint(); " \
                "print(r, signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
 
 
@@ -70,7 +70,7 @@ def test_sigint_is_restored_unless_the_user_keeps_it_ignored(keep: str, want: st
 # VllmServer does (new session), prints the watchdog's pid, and sleeps.
 OWNER = textwrap.dedent("""
     import os, subprocess, sys, time
-    from perfgate import watchdog
+    from perfgate.serving import watchdog
     server = ["bash", "-c", "sleep 300 & sleep 300 & wait"]
     proc = subprocess.Popen(watchdog.command(os.getpid(), server), start_new_session=True)
     print(proc.pid, flush=True)

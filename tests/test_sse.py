@@ -12,8 +12,8 @@ import random
 
 import pytest
 
+from perfgate.core.records import RequestRecord
 from perfgate.load.sse import SSEParser, StreamError, finish, read_lines
-from perfgate.records import RequestRecord
 
 
 def event(obj: object) -> bytes:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from perfgate.server import free_port
+from perfgate.serving.server import free_port
 from perfgate.telemetry import Telemetry, compute_efficiency, load_model_shape, write_timeline
 from perfgate.telemetry.efficiency import estimate_work
 from perfgate.telemetry.prometheus import (
@@ -136,8 +136,8 @@ MAX_TOKENS = 16
 def cpu_vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, str]]:
     pytest.importorskip("vllm", reason="vLLM's CPU build is not installed (bash scripts/setup.sh)")
     from perfgate.models import resolve_model
-    from perfgate.profile import load_profile
-    from perfgate.server import VllmServer
+    from perfgate.serving.profile import load_profile
+    from perfgate.serving.server import VllmServer
 
     profile = load_profile("cpu-tiny")
     # vLLM's own FLOP/byte counters, so the estimate can be checked against them; eager: faster start.

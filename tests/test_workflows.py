@@ -272,7 +272,7 @@ def merge_commit_repo(tmp_path: Path, changed: list[str]) -> Path:
 PR_CASES = {  # id: (files the PR changes, has the perf label, GPU suite expected)
     "docs-only": (["docs/guide.md"], False, False),
     "docs-with-perf-label": (["docs/guide.md"], True, True),
-    "perfgate": (["perfgate/gate.py"], False, True),
+    "perfgate": (["perfgate/verdict/gate.py"], False, True),
     "profile-and-docs": (["profiles/new.toml", "docs/guide.md"], False, True),
     "slos": (["slos/h100.toml"], False, True),
     "scenarios": (["scenarios/x.toml"], False, True),
@@ -445,7 +445,7 @@ def test_refresh_rejects_inputs_that_are_not_names(tmp_path: Path, bad: dict[str
 
 
 def baseline_json(chat_throughput: list[float], scenario: str = "chat") -> str:
-    from perfgate.baseline import Baseline
+    from perfgate.verdict.baseline import Baseline
 
     base = Baseline(gpu_class="h100", profile="defaults", scenario=scenario, repeats=len(chat_throughput),
                     vllm_version="0.25.1",

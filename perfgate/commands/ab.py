@@ -9,9 +9,10 @@ import argparse
 from pathlib import Path
 
 from perfgate._errors import ConfigError
-from perfgate.ab import ab_compare
 from perfgate.commands import ab_run
-from perfgate.report.json_report import read_phase_results
+from perfgate.core.results import read_phase_results
+from perfgate.report.tables import table
+from perfgate.verdict.ab import ab_compare
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,5 +53,5 @@ def run(args: argparse.Namespace) -> int:
                              paired=args.paired)
     except (KeyError, ValueError) as exc:
         raise ConfigError(str(exc).strip("'\""), fix="see `perfgate metrics`, or drop --paired") from None
-    print(verdict.table())
+    print(table(verdict))
     return 0

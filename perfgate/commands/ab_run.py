@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from perfgate._errors import ConfigError
-from perfgate.ab_run import read_side_env, run_env_ab, session_for, write_result
+from perfgate.run.ab_run import read_side_env, run_env_ab, session_for, write_result
 
 
 def register(sub: argparse._SubParsersAction) -> None:

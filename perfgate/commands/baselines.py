@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 from perfgate._errors import BaselineError, InvalidRunError
-from perfgate.baseline import baseline_path, default_baselines_dir, load_baseline, write_baseline
-from perfgate.catalog import METRICS
-from perfgate.fmt import format_value
-from perfgate.gate import sensitivity
-from perfgate.gate_settings import load_gate_settings
-from perfgate.report.json_report import read_declared_phases
+from perfgate.core.catalog import METRICS
+from perfgate.core.fmt import format_value
+from perfgate.core.results import read_declared_phases
+from perfgate.verdict.baseline import baseline_path, default_baselines_dir, load_baseline, write_baseline
+from perfgate.verdict.gate import sensitivity
+from perfgate.verdict.gate_settings import load_gate_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -148,7 +148,7 @@ def run_refresh(args: argparse.Namespace) -> int:
         sessions = load_gate_settings(group[0].gpu_class).baseline_sessions
         try:
             if args.dry_run:
-                from perfgate.baseline import baseline_from_phases, diff_baselines
+                from perfgate.verdict.baseline import baseline_from_phases, diff_baselines
 
                 new = baseline_from_phases(group, results_dir=args.sources[0], min_repeats=args.min_repeats,
                                            failed=failed.get(key), min_sessions=sessions)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from perfgate._errors import ConfigError, InvalidRunError, ServerError
-from perfgate.sigint import restore_sigint
+from perfgate.serving.sigint import restore_sigint
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     restore_sigint()  # `kill -INT` stops a bench started as a script's background job too
-    from perfgate.scenario import load_scenario, scenario_from_flags
+    from perfgate.load.scenario import load_scenario, scenario_from_flags
 
     goodput = _parse_goodput(args.goodput)
     if args.scenario:
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         runner = asyncio.run
     result, model = runner(_bench(args, scenario, api_key, goodput, stream))
 
-    from perfgate.metrics import format_table
+    from perfgate.load.metrics import format_table
 
     print(f"scenario: {scenario.name}: {scenario.workload()}")
     print(format_table(result.metrics, title=f"perfgate bench ({model})"))
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         "num_prompts": len(result.records), "valid": result.valid, "invalid_reasons": result.invalid_reasons,
         "window_start": result.window_start, "window_end": result.window_end, **result.metrics}
     if args.result_file:
-        from perfgate.phase import write_json_atomic
+        from perfgate.core.phase import write_json_atomic
 
         write_json_atomic(args.result_file, payload)
         print(f"result written to {args.result_file}")

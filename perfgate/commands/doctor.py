@@ -1,5 +1,5 @@
 """``perfgate doctor``: will the profile's KV cache hold one max-model-len request on this GPU, and can its
-SLO sets be met at all on this GPU class (``perfgate.physics``)?"""
+SLO sets be met at all on this GPU class (``perfgate.verdict.physics``)?"""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 from perfgate._errors import ConfigError, DoctorError
-from perfgate.doctor import diagnose, model_dir_for
-from perfgate.hardware import gpu_class as lookup_gpu_class
-from perfgate.hardware import known_class_keys, parse_memory
-from perfgate.physics import check_all
-from perfgate.profile import load_profile
-from perfgate.slo_files import default_slos_dir
+from perfgate.core.hardware import gpu_class as lookup_gpu_class
+from perfgate.core.hardware import known_class_keys, parse_memory
+from perfgate.serving.doctor import diagnose, model_dir_for
+from perfgate.serving.profile import load_profile
+from perfgate.verdict.physics import check_all
+from perfgate.verdict.slo_files import default_slos_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from perfgate._errors import PerfgateError
-from perfgate.lint import lint_argv, lint_profile
-from perfgate.profile import available_profiles, default_profiles_dir, load_profile
+from perfgate.serving.lint import lint_argv, lint_profile
+from perfgate.serving.profile import available_profiles, default_profiles_dir, load_profile
 
 
 def register(sub: argparse._SubParsersAction) -> None:

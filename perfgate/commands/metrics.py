@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from perfgate.catalog import METRICS
+from perfgate.core.catalog import METRICS
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from perfgate._errors import PerfgateError
-from perfgate.profile import available_profiles, default_profiles_dir, load_profile
+from perfgate.serving.profile import available_profiles, default_profiles_dir, load_profile
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,7 +1,7 @@
 """``perfgate serve PROFILE``: start vLLM exactly as the suite would (lint, doctor, model), then wait.
 
 For `--vllm-url` sessions, `perfgate bench` and Locust against a profile's server; Ctrl-C, ``kill -INT``
-(even from a script's background job, see perfgate/sigint.py) or SIGTERM stops the whole process tree, and
+(even from a script's background job, see perfgate/serving/sigint.py) or SIGTERM stops the whole process tree, and
 if perfgate itself is killed (SIGKILL included) the server's watchdog stops it. ``--reap-stale`` first
 stops perfgate servers leaked by runs that are gone (and only those); without a profile it only does that.
 """
@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from perfgate._errors import ConfigError
-from perfgate.gpu_holders import check_gpu_free, reap_stale
-from perfgate.sigint import restore_sigint
+from perfgate.serving.gpu_holders import check_gpu_free, reap_stale
+from perfgate.serving.sigint import restore_sigint
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,12 +40,12 @@ def run(args: argparse.Namespace) -> int:
     if args.profile is None:
         raise ConfigError("perfgate serve needs a profile", fix="perfgate serve PROFILE (profiles/ lists them), "
                                                                 "or perfgate serve --reap-stale alone")
-    from perfgate.doctor import check as doctor_check
-    from perfgate.hardware import parse_memory
-    from perfgate.lint import lint_profile
+    from perfgate.core.hardware import parse_memory
     from perfgate.models import resolve_model
-    from perfgate.profile import load_profile
-    from perfgate.server import VllmServer
+    from perfgate.serving.doctor import check as doctor_check
+    from perfgate.serving.lint import lint_profile
+    from perfgate.serving.profile import load_profile
+    from perfgate.serving.server import VllmServer
     from perfgate.telemetry.nvml import detect_gpus
 
     profile = load_profile(args.profile)

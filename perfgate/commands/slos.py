@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from perfgate.hardware import known_class_keys
-from perfgate.physics import check_all
-from perfgate.slo_derive import derive_slo_file
-from perfgate.slo_files import default_slos_dir
+from perfgate.core.hardware import known_class_keys
+from perfgate.verdict.physics import check_all
+from perfgate.verdict.slo_derive import derive_slo_file
+from perfgate.verdict.slo_files import default_slos_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:

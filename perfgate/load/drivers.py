@@ -12,8 +12,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from perfgate.core.records import RequestRecord, RequestSpec
 from perfgate.load.request import send_request
-from perfgate.records import RequestRecord, RequestSpec
 
 
 async def closed_loop(client: Any, specs: Iterable[RequestSpec], concurrency: int, *,

@@ -21,15 +21,15 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from perfgate.core.records import RequestRecord, RequestSpec
 from perfgate.load.client import make_client
 from perfgate.load.drivers import closed_loop, open_loop
+from perfgate.load.metrics import compute_metrics, mismatch_summary
 from perfgate.load.prompts import PromptBuilder, load_tokenizer
+from perfgate.load.scenario import ClosedLoop, OpenLoop, Scenario
 from perfgate.load.schedule import arrival_offsets, request_specs
 from perfgate.load.stream import PromptStream, new_nonce
 from perfgate.load.warmup import warm_up_batches
-from perfgate.metrics import compute_metrics, mismatch_summary
-from perfgate.records import RequestRecord, RequestSpec
-from perfgate.scenario import ClosedLoop, OpenLoop, Scenario
 
 Hook = Callable[[], Awaitable[None]]
 

@@ -14,8 +14,8 @@ import asyncio
 import time
 from urllib.parse import urlsplit
 
+from perfgate.core.records import ErrorClass, RequestRecord, RequestSpec
 from perfgate.load.sse import SSEParser, StreamError, finish
-from perfgate.records import ErrorClass, RequestRecord, RequestSpec
 
 
 class _Conn(asyncio.Protocol):

@@ -8,7 +8,7 @@ holds the runner and the plain helpers the Locust side shares (ramp stages, reco
 Locust's own percentiles are bucketed (response times rounded to 2 significant digits), so SLO verdicts
 never read its CSV: every LLM user writes one JSON line per request (the fields of ``RequestRecord``) to the
 file named by ``$PERFGATE_LOCUST_RECORDS`` (each ``--processes`` worker to its own ``<stem>.worker-<pid>``
-file next to it), and ``perfgate.metrics`` computes ``vllm bench serve``'s metrics from them.
+file next to it), and ``perfgate.load.metrics`` computes ``vllm bench serve``'s metrics from them.
 
 The prompts come from the run's ``PromptStream``: its nonce and repeat travel as ``--perfgate-prompt-nonce``
 and ``--perfgate-prompt-repeat`` (the seed is the scenario's), and every worker draws its own part of it.
@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from perfgate._errors import ConfigError, PerfgateError
+from perfgate.core.records import RequestRecord
+from perfgate.load.metrics import compute_metrics, mismatch_summary
+from perfgate.load.scenario import ClosedLoop, OpenLoop, Scenario, load_scenario
 from perfgate.load.stream import PromptStream, new_nonce
-from perfgate.metrics import compute_metrics, mismatch_summary
-from perfgate.records import RequestRecord
-from perfgate.scenario import ClosedLoop, OpenLoop, Scenario, load_scenario
-from perfgate.server import tail
+from perfgate.serving.server import tail
 
 RECORDS_ENV = "PERFGATE_LOCUST_RECORDS"  # where the users write their records (a .jsonl path)
 API_KEY_ENV = "PERFGATE_API_KEY"  # bearer token for the server; never on a command line (ps shows argv)
@@ -143,7 +143,7 @@ def load_records(path: Path) -> list[RequestRecord]:
 class LocustResult:
     records: list[RequestRecord]  # measured (phase "measure"), in send order
     warmup_records: list[RequestRecord]
-    metrics: dict[str, float]  # perfgate.metrics over `records` (vllm bench serve keys)
+    metrics: dict[str, float]  # perfgate.load.metrics over `records` (vllm bench serve keys)
     stats_csv: dict[str, Path]  # Locust's own CSVs (bucketed: for people, never for SLOs)
     returncode: int
     log: Path

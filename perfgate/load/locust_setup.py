@@ -22,12 +22,12 @@ from typing import Any, TextIO
 
 from perfgate._errors import ConfigError
 from perfgate._toml import validate
+from perfgate.core.records import RequestRecord, RequestSpec
 from perfgate.load.locust_runner import API_KEY_ENV, Stage, parse_ramp, record_line, worker_records_path
 from perfgate.load.prompts import PromptBuilder, load_tokenizer
+from perfgate.load.scenario import Scenario, load_scenario
 from perfgate.load.schedule import request_specs
 from perfgate.load.stream import PromptStream, new_nonce
-from perfgate.records import RequestRecord, RequestSpec
-from perfgate.scenario import Scenario, load_scenario
 
 log = logging.getLogger("perfgate.locust")
 

@@ -37,11 +37,11 @@ from locust.runners import MasterRunner, WorkerRunner
 from transformers import AutoTokenizer  # noqa: F401
 
 from perfgate._errors import ConfigError, PerfgateError
+from perfgate.core.records import RequestRecord, RequestSpec
 from perfgate.load.locust_runner import RECORDS_ENV, stage_at
 from perfgate.load.locust_setup import LocustRun
+from perfgate.load.scenario import OpenLoop
 from perfgate.load.sse import StreamError, read_lines
-from perfgate.records import RequestRecord, RequestSpec
-from perfgate.scenario import OpenLoop
 
 log = logging.getLogger("perfgate.locust")
 

@@ -1,6 +1,6 @@
 """One streamed request on the async engine's clients. ``send_request`` never raises: every outcome is a record.
 
-The request itself (``RequestSpec``) and its record (``RequestRecord``) live in ``perfgate.records``; the
+The request itself (``RequestSpec``) and its record (``RequestRecord``) live in ``perfgate.core.records``; the
 SSE body is parsed by ``perfgate.load.sse`` (the same parser the Locust user uses), incrementally from raw
 bytes as they arrive.
 """
@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
+from perfgate.core.records import ERROR_CLASSES, ErrorClass, RequestRecord, RequestSpec
 from perfgate.load.sse import SSEParser, StreamError, finish
-from perfgate.records import ERROR_CLASSES, ErrorClass, RequestRecord, RequestSpec
 
 __all__ = ["ERROR_CLASSES", "ErrorClass", "RequestRecord", "RequestSpec", "send_request"]
 

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from perfgate.core.records import RequestSpec
 from perfgate.load.prompts import PromptBuilder
+from perfgate.load.scenario import Scenario
 from perfgate.load.stream import PromptStream
-from perfgate.records import RequestSpec
-from perfgate.scenario import Scenario
 
 
 def arrival_offsets(n: int, rate: float, burstiness: float, seed: int) -> list[float]:

@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Callable
 
-from perfgate.records import RequestRecord
+from perfgate.core.records import RequestRecord
 
 
 class StreamError(Exception):

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from perfgate._errors import ConfigError
-from perfgate.catalog import spec
+from perfgate.core.catalog import spec
 from perfgate.load.client import make_client
 from perfgate.load.engine import LoadResult, run_load
 from perfgate.load.prompts import load_tokenizer
+from perfgate.load.scenario import OpenLoop, Scenario
 from perfgate.load.stream import PromptStream, new_nonce
-from perfgate.scenario import OpenLoop, Scenario
 
 
 @dataclass

@@ -6,13 +6,13 @@ import statistics
 import time
 from typing import Any
 
+from perfgate.core.records import RequestRecord
 from perfgate.load.client import make_client
 from perfgate.load.drivers import closed_loop
 from perfgate.load.prompts import PromptBuilder, load_tokenizer
+from perfgate.load.scenario import ClosedLoop, Scenario
 from perfgate.load.schedule import request_specs
 from perfgate.load.stream import PromptStream, new_nonce
-from perfgate.records import RequestRecord
-from perfgate.scenario import ClosedLoop, Scenario
 
 
 async def warm_up_batches(client: Any, scenario: Scenario, builder: PromptBuilder, model: str, stream: PromptStream,

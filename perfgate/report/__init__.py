@@ -13,17 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from perfgate._errors import ResultsDirError
-from perfgate.fmt import format_value
-from perfgate.phase import PhaseResult
-from perfgate.report.json_report import read_phase_results, write_run_json
+from perfgate._errors import PerfgateError, ResultsDirError
+from perfgate.core.fmt import format_value
+from perfgate.core.phase import PhaseResult
+from perfgate.core.results import read_phase_results, write_run_json
+from perfgate.report import plots as P
 from perfgate.report.markdown import render_summary
+from perfgate.verdict.baseline import find_baseline
+from perfgate.verdict.slo_files import load_slos
 
 if TYPE_CHECKING:
-    from perfgate.ab import AbVerdict
-    from perfgate.baseline import Baseline
-    from perfgate.gate import GateVerdict
-    from perfgate.slo import SloSet, SloVerdict
+    from perfgate.verdict.ab import AbVerdict
+    from perfgate.verdict.baseline import Baseline
+    from perfgate.verdict.gate import GateVerdict
+    from perfgate.verdict.slo import SloSet, SloVerdict
 
 __all__ = ["ReportFiles", "check_results_dir", "format_value", "read_phase_results", "render_summary",
            "write_report", "write_run_json", "write_run_report"]
@@ -93,7 +96,6 @@ def write_report(results_dir: Path | str, phases: Sequence[PhaseResult], *,
         groups.setdefault(p.key, []).append(p)
     plots: dict[str, list[Path]] = {}
     if make_plots:
-        from perfgate.report import plots as P
 
         plot_dir = results_dir / "plots"
         for key, group in groups.items():
@@ -144,15 +146,12 @@ def write_report(results_dir: Path | str, phases: Sequence[PhaseResult], *,
 
 
 def write_run_report(session: Any) -> ReportFiles:
-    """The report of a pytest session (``perfgate.session.PerfgateSession``): its phases and verdicts.
+    """The report of a pytest session (``perfgate.run.session.PerfgateSession``): its phases and verdicts.
 
     Reads ``session.results_dir``, ``session.phases``, ``session.verdicts`` (per phase key: ``"slo"``,
     ``"gate"``, optionally ``"ab"`` as one AbVerdict or a list), ``session.run_id`` and ``session.redact``.
     Baselines and SLO sets are looked up again for the plots; one that cannot be read is left out.
     """
-    from perfgate._errors import PerfgateError
-    from perfgate.baseline import find_baseline
-    from perfgate.slo_files import load_slos
 
     slo, gate, ab = [], [], []
     for entry in session.verdicts.values():

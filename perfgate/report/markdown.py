@@ -10,15 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from perfgate.catalog import KEY_METRICS, METRICS
-from perfgate.fmt import format_value, pct
-from perfgate.phase import PhaseResult
+from perfgate.core.catalog import KEY_METRICS, METRICS
+from perfgate.core.fmt import format_value, pct
+from perfgate.core.phase import PhaseResult
+from perfgate.report.tables import table
 
 if TYPE_CHECKING:
-    from perfgate.ab import AbVerdict
-    from perfgate.baseline import Baseline
-    from perfgate.gate import GateVerdict
-    from perfgate.slo import SloVerdict
+    from perfgate.verdict.ab import AbVerdict
+    from perfgate.verdict.baseline import Baseline
+    from perfgate.verdict.gate import GateVerdict
+    from perfgate.verdict.slo import SloVerdict
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -108,7 +109,7 @@ def render_summary(phases: Sequence[PhaseResult], *, slo_verdicts: Sequence[SloV
             out += ["Files: " + ", ".join(f"[{Path(f).name}]({f})" for f in phase_files[key]), ""]
 
     for ab in ab_verdicts:
-        out += [f"## A/B `{ab.scenario}`: `{ab.a_name}` vs `{ab.b_name}`", "", "```", ab.table(), "```", ""]
+        out += [f"## A/B `{ab.scenario}`: `{ab.a_name}` vs `{ab.b_name}`", "", "```", table(ab), "```", ""]
     out += ["Everything: [run.json](run.json)", ""]
     return "\n".join(out)
 

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from perfgate.baseline import load_request_latencies
-from perfgate.phase import PhaseResult
+from perfgate.core.phase import PhaseResult
+from perfgate.verdict.baseline import load_request_latencies
 
 if TYPE_CHECKING:
-    from perfgate.baseline import Baseline
+    from perfgate.verdict.baseline import Baseline
 
 _SERIES = (("ttft_ms", "TTFT", "p99_ttft_ms"), ("e2el_ms", "end-to-end latency", "p99_e2el_ms"))
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from perfgate.core.catalog import METRICS
 from perfgate.telemetry.efficiency import EfficiencyResult, ModelShape, compute_efficiency, load_model_shape
 from perfgate.telemetry.nvml import GpuDetection, GpuInfo, NvmlResult, NvmlSampler, detect_gpus
 from perfgate.telemetry.prometheus import MetricsScraper, ServerMetricsResult, parse_metrics
@@ -67,7 +68,7 @@ class TelemetryResult:
         return build_timeline(load_events, self.nvml, self.server, window=self.window)
 
     def apply_to(self, phase: Any) -> None:
-        """Merge into a ``perfgate.phase.PhaseResult`` (metrics, unavailable, saturation, notes)."""
+        """Merge into a ``perfgate.core.phase.PhaseResult`` (metrics, unavailable, saturation, notes)."""
         phase.metrics.update(self.metrics)
         phase.unavailable.update(self.unavailable)
         phase.saturated = self.saturated
@@ -81,7 +82,6 @@ def unavailable_reason(unavailable: dict[str, str], key: str) -> str | None:
     """Why ``key`` was not measured: its own entry, else its whole source's (``"nvml"``, ``"server"``)."""
     if key in unavailable:
         return unavailable[key]
-    from perfgate.catalog import METRICS
 
     spec = METRICS.get(key)
     return unavailable.get(spec.source) if spec is not None else None

@@ -2,7 +2,7 @@
 
 NVML's "utilization" is the share of time *any* kernel ran; it says 100 % for a GPU that is busy with a
 tiny batch. MBU (bytes moved / peak bandwidth) and MFU (FLOPs / peak bf16 FLOPs) say how much work was done,
-against the datasheet peaks in ``perfgate.hardware``.
+against the datasheet peaks in ``perfgate.core.hardware``.
 
 Two sources, in this order:
 
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from perfgate._errors import ConfigError
-from perfgate.hardware import gpu_class as lookup_gpu_class
+from perfgate.core.hardware import gpu_class as lookup_gpu_class
 from perfgate.models.shape import ModelShape
 from perfgate.models.shape import model_shape as shared_model_shape
 
@@ -91,7 +91,7 @@ def compute_efficiency(gpu_class: str, duration_s: float, deltas: dict[str, floa
     res = EfficiencyResult()
     peaks = lookup_gpu_class(gpu_class)
     if peaks is None:
-        why = f"no peak FLOPs/bandwidth for GPU class {gpu_class!r} (only the cards in perfgate.hardware)"
+        why = f"no peak FLOPs/bandwidth for GPU class {gpu_class!r} (only the cards in perfgate.core.hardware)"
         res.unavailable = {"mbu_pct": why, "mfu_pct": why}
         return res
     if duration_s <= 0:

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from perfgate.core.hardware import CPU_CLASS, classify
+
 GIB = float(2**30)
 
 # Per-tick field -> how ticks over several GPUs are combined into one value.
@@ -95,8 +97,7 @@ class GpuDetection:
 
     @property
     def gpu_class(self) -> str:
-        """The GPU class key of the first GPU (``perfgate.hardware.classify``), ``"cpu"`` without GPUs."""
-        from perfgate.hardware import CPU_CLASS, classify
+        """The GPU class key of the first GPU (``perfgate.core.hardware.classify``), ``"cpu"`` without GPUs."""
 
         return classify(self.gpus[0].name) if self.gpus else CPU_CLASS
 

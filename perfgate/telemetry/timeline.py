@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from perfgate.phase import write_json_atomic
+from perfgate.core.phase import write_json_atomic
 from perfgate.telemetry.nvml import NvmlResult
 from perfgate.telemetry.prometheus import ServerMetricsResult
 

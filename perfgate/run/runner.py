@@ -1,0 +1,291 @@
+"""What a perf test calls: measure a scenario (with repeats), then assert SLOs and the baseline gate.
+
+Failures raise through ``fail`` (the ``perfgate`` fixture passes one that calls pytest.fail; the default
+raises ``PerfCheckFailed``) with one table and the path of the raw results, so a person reads the verdict
+in seconds. Nothing here imports pytest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from perfgate._errors import PerfCheckFailed, PerfgateError
+from perfgate.core.phase import PhaseResult
+from perfgate.load.scenario import Scenario, load_scenario
+from perfgate.report.tables import table
+from perfgate.run.measure import measure_phase
+from perfgate.run.session import PerfgateSession
+from perfgate.run.source import LocustLoad
+from perfgate.run.target import Target
+from perfgate.serving.server import VllmServer, tail
+from perfgate.verdict.baseline import baseline_path, find_baseline, load_request_latencies, write_baseline
+from perfgate.verdict.gate import INCONCLUSIVE, NEW, GateVerdict, compare
+from perfgate.verdict.gate_settings import GateSettings, load_gate_settings
+from perfgate.verdict.slo_files import load_slos
+
+
+def raise_check_failed(message: str) -> None:
+    raise PerfCheckFailed(message)
+
+
+class PhaseRunner:
+    def __init__(self, target: Target, session: PerfgateSession, *, benchmark_provider: Callable[[], Any] | None = None,
+                 hook: Any = None, config: Any = None, test_id: str = "",
+                 fail: Callable[[str], None] = raise_check_failed,
+                 properties: list[tuple[str, object]] | None = None) -> None:
+        self.target = target
+        self.session = session
+        self._benchmark_provider = benchmark_provider
+        self._hook = hook
+        self._config = config
+        self.test_id = test_id
+        self._fail = fail
+        # The test's JUnit properties (pytest's item.user_properties): the gate's verdict per phase key.
+        self._properties = properties
+        self.phases: dict[str, list[PhaseResult]] = {}
+        self._settings: GateSettings | None = None
+        self._verdicts: dict[str, tuple[int, GateVerdict]] = {}
+
+    @property
+    def results_dir(self) -> Path:
+        return self.session.results_dir
+
+    def fail(self, message: str) -> None:
+        self._fail(self.session.redact(message))
+
+    # -- measuring -----------------------------------------------------------------------------------
+    @property
+    def gate_settings(self) -> GateSettings:
+        """``[tool.perfgate.gate]`` for this target's GPU class (read once per runner)."""
+        if self._settings is None:
+
+            root = Path(self._config.rootpath) if self._config is not None else None
+            try:
+                self._settings = load_gate_settings(self.target.gpu_class, root=root,
+                                                    allow_incomparable=self.session.allow_incomparable,
+                                                    require_baseline=self.session.require_baselines)
+            except PerfgateError as exc:
+                self.fail(str(exc))
+        return self._settings
+
+    async def measure(self, scenario: str, *, repeats: int | None = None, allow_invalid: bool = False) -> PhaseResult:
+        """Run ``scenario`` against this test's server; returns the last repeat (``repeats_of`` gives all).
+
+        Repeats: --perfgate-repeats, else ``repeats``, else ``[tool.perfgate.gate] repeats``. When a baseline
+        exists and the gate is INCONCLUSIVE after them, repeats are added (up to ``max_repeats``) until it
+        decides. With --perfgate-update-baselines the repeats are measured in ``baseline_sessions`` server
+        sessions, the server restarted between them. An invalid run fails the test unless ``allow_invalid``.
+        """
+        spec = self._scenario(scenario)
+        settings = self.gate_settings
+        count = self.session.repeats or repeats or settings.repeats
+        done = self.phases.setdefault(spec.name, [])
+        sessions = settings.baseline_sessions if self.session.update_baselines else 1
+        for s in range(sessions):
+            if s:
+                await self._restart_server(s + 1)
+            for _ in range(count):
+                await self._measure_one(spec, done)
+        if not self.session.update_baselines:
+            limit = max(settings.max_repeats, count)
+            while all(p.valid for p in done) and len(done) < limit and self._judge(spec.name).status == INCONCLUSIVE:
+                await self._measure_one(spec, done)
+            # In the report even when an SLO assertion fails the test before assert_no_regression runs.
+            self._keep_gate_verdict(self._judge(spec.name))
+        self._record_benchmark(done)
+        last = done[-1]
+        if not allow_invalid and not all(p.valid for p in done):
+            reasons = sorted({r for p in done for r in p.invalid_reasons})
+            self.fail(f"INVALID run of {last.key}: the numbers describe the client, not the server.\n  "
+                      + "\n  ".join(reasons) + f"\nraw results: {self.results_dir}")
+        return last
+
+    def _scenario(self, name: str) -> Scenario:
+        try:
+            return load_scenario(name)
+        except PerfgateError as exc:
+            self.fail(str(exc))
+            raise  # fail() raises; this keeps the type checker sure
+
+    async def _measure_one(self, spec: Scenario, done: list[PhaseResult]) -> PhaseResult:
+        self._require_alive("before")
+        repeat = sum(1 for p in self.session.phases if p.profile == self.target.profile and p.scenario == spec.name)
+        phase = await measure_phase(self.target, spec, results_dir=self.results_dir, repeat=repeat,
+                                    nonce=self.session.prompt_nonce)
+        done.append(phase)
+        self.session.add_phase(phase)
+        if self._hook is not None:
+            self._hook.pytest_perfgate_phase_measured(config=self._config, phase=phase)
+        self._require_alive("during", phase)
+        return phase
+
+    async def _restart_server(self, number: int) -> None:
+        """A new server session for the baseline's noise model: the same profile, restarted."""
+        server = self.target.server
+        if not isinstance(server, VllmServer):
+            self.fail("--perfgate-update-baselines records the baseline in "
+                      f"{self.gate_settings.baseline_sessions} server sessions, and perfgate cannot restart a "
+                      "server it did not start (--vllm-url). Run the suite once per server session (restart "
+                      "the server between) and merge them: `perfgate baselines refresh --from RUN1 --from RUN2`")
+        log_path = server.log_path.with_name(f"{self.target.profile}-session{number}.log")
+        await asyncio.to_thread(server.restart, log_path)
+
+    def _judge(self, name: str) -> GateVerdict:
+        """The gate's verdict on ``name``'s repeats so far (cached per repeat count)."""
+
+        done = self.phases[name]
+        cached = self._verdicts.get(name)
+        if cached is not None and cached[0] == len(done):
+            return cached[1]
+        last = done[-1]
+        try:
+            baseline = find_baseline(last.gpu_class, last.profile, last.scenario)
+        except PerfgateError as exc:
+            self.fail(str(exc))
+        verdict = compare(done, baseline, self.gate_settings)
+        self._verdicts[name] = (len(done), verdict)
+        return verdict
+
+    async def measure_locust(self, scenario: str, *, ramp: str, processes: int | None = None,
+                             allow_invalid: bool = False) -> PhaseResult:
+        """Drive ``scenario``'s requests with Locust users ramped by ``ramp`` ("USERS:SPAWN_RATE:SECONDS,...").
+
+        Measured from Locust's raw per-request records (its own percentiles are bucketed).
+        """
+        spec = self._scenario(scenario)
+        self._require_alive("before")
+        source = LocustLoad(ramp=ramp, processes=processes)
+        repeat = sum(1 for p in self.session.phases if p.profile == self.target.profile
+                     and p.scenario == source.phase_name(spec))
+        try:
+            phase = await measure_phase(self.target, spec, results_dir=self.results_dir, repeat=repeat,
+                                        nonce=self.session.prompt_nonce, source=source)
+        except PerfgateError as exc:
+            self.fail(str(exc))
+        self.phases.setdefault(phase.scenario, []).append(phase)
+        self.session.add_phase(phase)
+        self._require_alive("during", phase)
+        if not allow_invalid and not phase.valid:
+            self.fail(f"INVALID Locust run of {phase.key}:\n  " + "\n  ".join(phase.invalid_reasons))
+        return phase
+
+    def repeats_of(self, phase: PhaseResult) -> list[PhaseResult]:
+        return self.phases.get(phase.scenario, [phase])
+
+    def _server_problem(self) -> str | None:
+        """Why the server cannot serve, or None. A live process is not enough: when its engine core dies,
+        vLLM's API server answers HTTP 500 for a while before it exits (a run checked in that gap passed),
+        and a hung server never answers; /health tells both."""
+        server = self.target.server
+        if not server.alive():
+            return "is not running"
+        try:
+            code = httpx.get(server.base_url + "/health", timeout=10.0).status_code
+        except httpx.HTTPError as exc:
+            return f"does not answer /health ({type(exc).__name__})"
+        return None if code == 200 else f"answers /health with HTTP {code}"
+
+    def _require_alive(self, when: str, phase: PhaseResult | None = None) -> None:
+        problem = self._server_problem()
+        if problem is None:
+            return
+
+        log_path = getattr(self.target.server, "log_path", None)
+        saved = f"partial results saved in {self.results_dir}" if phase else f"results so far in {self.results_dir}"
+        self.fail(f"the vLLM server for profile {self.target.profile} {problem} ({when} the phase); {saved}\n"
+                  f"--- last lines of {log_path} ---\n{tail(Path(log_path), 30) if log_path else '(attached server)'}")
+
+    def _record_benchmark(self, phases: list[PhaseResult]) -> None:
+        """pytest-benchmark sees each request's E2E latency as one round, and every metric as extra_info.
+
+        So --benchmark-save/--benchmark-compare and `pytest-benchmark compare` work on latency; the verdict
+        itself is perfgate's gate (pytest-benchmark's compare is timing-only and lower-is-better).
+        """
+        if self._benchmark_provider is None:
+            return
+        try:
+            benchmark = self._benchmark_provider()
+        except Exception:  # pytest-benchmark not active (e.g. -p no:benchmark)
+            return
+
+        latencies = [ms / 1000.0 for p in phases
+                     for ms in load_request_latencies(p, self.results_dir).get("e2el_ms", [])]
+        benchmark.extra_info.update({k: v for k, v in phases[-1].metrics.items()})
+        benchmark.extra_info["perfgate_key"] = phases[-1].key
+        benchmark.extra_info["repeats"] = len(phases)
+        if getattr(benchmark, "_mode", None) or not latencies:
+            return
+        benchmark._mode = "perfgate.measure(...)"
+        if benchmark.enabled:
+            stats = benchmark._make_stats(1)
+            for value in latencies:
+                stats.update(value)
+
+    # -- verdicts ------------------------------------------------------------------------------------
+    def assert_slos(self, phase: PhaseResult):
+        """Fail with one table (metric, bound, worst repeat, margin) unless every SLO holds in every repeat."""
+
+        try:
+            slos = load_slos(phase.gpu_class, phase.profile, phase.scenario)
+        except PerfgateError as exc:
+            self.fail(str(exc))
+        if slos is None:
+            self.fail(f"no SLO set for {phase.key}: add one to slos/{phase.gpu_class}.toml "
+                      f"(an unchecked run is not a pass)")
+        repeats = self.repeats_of(phase)
+        verdict = slos.evaluate(repeats, self.results_dir)
+        self.session.verdicts.setdefault(_vkey(phase), {})["slo"] = verdict
+        if not verdict.passed:
+            why = "".join(f"\nthe server was over capacity in repeat {i} of {len(repeats)}: "
+                          + "; ".join(p.saturation_reasons) for i, p in enumerate(repeats, 1) if p.saturated)
+            self.fail(f"SLO failed for {phase.key}\n{table(verdict)}{why}\nraw results: {self.results_dir}")
+        return verdict
+
+    def assert_no_regression(self, phase: PhaseResult) -> GateVerdict | None:
+        """Judge this scenario's repeats against the stored baseline; fail unless the gate PASSes.
+
+        REGRESSED and INCONCLUSIVE (still undecided after ``max_repeats``) fail; a missing baseline is NEW.
+        With --perfgate-update-baselines the repeats become the new baseline instead (refused when invalid).
+        """
+
+        phases = self.repeats_of(phase)
+        if self.session.update_baselines:
+            path = baseline_path(phase.gpu_class, phase.profile, phase.scenario)
+            try:
+                diff = write_baseline(path, phases, results_dir=self.results_dir,
+                                      min_sessions=self.gate_settings.baseline_sessions)
+            except PerfgateError as exc:
+                self.fail(f"baseline not written: {exc}")
+            self.session.verdicts.setdefault(_vkey(phase), {})["baseline_diff"] = diff
+            print(f"\nbaseline {path} written:\n{diff}")
+            return None
+        verdict = self._judge(phase.scenario)
+        self._keep_gate_verdict(verdict)
+        if verdict.status == NEW and verdict.passed:
+            print(f"\n{phase.key}: no baseline yet (reported as NEW; record one with --perfgate-update-baselines, "
+                  "or fail on it with --perfgate-require-baselines)")
+        if not verdict.passed:
+            self.fail(f"{table(verdict)}\nraw results: {self.results_dir}")
+        return verdict
+
+
+    def _keep_gate_verdict(self, verdict: GateVerdict) -> None:
+        """Into the run's report, and into the test's JUnit properties as ``perfgate_gate``: ``KEY: STATUS``
+        and what changed since the baseline (one entry per key, updated as repeats are added)."""
+        self.session.verdicts.setdefault(verdict.key, {})["gate"] = verdict
+        if self._properties is None:
+            return
+        first = verdict.first_line()
+        value = f"{verdict.key}: {verdict.status.upper()}" + (f" — {first}" if first else "")
+        self._properties[:] = [(n, v) for n, v in self._properties
+                               if not (n == "perfgate_gate" and str(v).startswith(f"{verdict.key}: "))]
+        self._properties.append(("perfgate_gate", value))
+
+
+def _vkey(phase: PhaseResult) -> str:
+    return phase.key
