@@ -26,6 +26,8 @@ from perfgate.verdict.identity import check_identity, flag_changes, normalized_f
 
 REPO = Path(__file__).resolve().parent.parent
 H200 = REPO / "baselines" / "h200" / "optimized" / "fixed-512-256.json"
+# The same baseline as first committed, before fingerprints carried the model and the scenario's content.
+H200_BEFORE_IDENTITY = REPO / "tests" / "data" / "h200-fixed-512-256-before-identity.json"
 CPU = REPO / "baselines" / "cpu" / "cpu-tiny" / "cpu-closed.json"
 
 
@@ -139,10 +141,10 @@ def test_other_model_architecture_dtype_or_method_is_refused():
 
 
 def test_an_old_baseline_without_the_new_fields_is_compared_and_says_what_was_not_checked():
-    """The committed H200 baseline predates model_architecture and scenario_digest."""
-    base = load_baseline(H200)
+    """A baseline recorded before model_architecture and scenario_digest existed (the first H200 one)."""
+    base = load_baseline(H200_BEFORE_IDENTITY)
     assert "scenario_digest" not in base.fingerprint and "model_architecture" not in base.fingerprint
-    run = rerun(H200, vllm_version="0.26.0", scenario_digest=load_scenario("fixed-512-256").content_digest(),
+    run = rerun(H200_BEFORE_IDENTITY, vllm_version="0.26.0", scenario_digest=load_scenario("fixed-512-256").content_digest(),
                 model_architecture="Qwen3ForCausalLM (layers 36, hidden 2560, heads 32, kv heads 8)",
                 model_dtype="bfloat16")
     verdict = compare(run, base, load_gate_settings("h200"))
@@ -151,7 +153,7 @@ def test_an_old_baseline_without_the_new_fields_is_compared_and_says_what_was_no
                                  "scenario content (not recorded by the baseline)"]
     assert "identity not checked" in table(verdict)
     # The old file's dtype is read from its command line (--dtype bfloat16): a float16 run is refused.
-    assert compare(rerun(H200, model_dtype="float16"), base).status == INCOMPARABLE
+    assert compare(rerun(H200_BEFORE_IDENTITY, model_dtype="float16"), base).status == INCOMPARABLE
 
 
 def test_normalized_flags_drop_the_program_model_and_where_it_listens():
