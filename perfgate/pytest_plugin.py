@@ -42,7 +42,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--perfgate-results-dir", dest="perfgate_results_dir", metavar="DIR",
                     help="where results go (default: results/<run-id>)")
     group.addoption("--perfgate-update-baselines", action="store_true", dest="perfgate_update_baselines",
-                    help="write baselines/ from this run (refused if the run failed or was invalid)")
+                    help="write baselines/ from this run (refused if the run failed, was invalid, or regressed against "
+                         "the baseline it replaces: see --perfgate-accept-regression)")
+    group.addoption("--perfgate-accept-regression", dest="perfgate_accept_regression", metavar="WHY", default="",
+                    help="with --perfgate-update-baselines: write a baseline even when this run is REGRESSED or "
+                         "INCONCLUSIVE against the one it replaces; WHY is stored in the baseline")
     group.addoption("--perfgate-repeats", type=int, dest="perfgate_repeats", metavar="N",
                     help="repeats per measured phase (noise for the gate; default: the test's own)")
     group.addoption("--perfgate-api-key-env", dest="perfgate_api_key_env", metavar="VAR",
@@ -84,6 +88,7 @@ def pytest_configure(config: pytest.Config) -> None:
         gpu_memory=config.getoption("perfgate_gpu_memory"),
         allow_incomparable=config.getoption("perfgate_allow_incomparable"),
         require_baselines=config.getoption("perfgate_require_baselines"),
+        accept_regression=config.getoption("perfgate_accept_regression"),
     )
     results = config.getoption("perfgate_results_dir") or os.environ.get("PERFGATE_RESULTS_DIR")
     session.results_dir = Path(results) if results else Path(config.rootpath) / "results" / session.run_id

@@ -8,6 +8,7 @@ server's /health check; both need a running vLLM, which tests/test_faults_*.py a
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from perfgate.core.phase import PhaseResult
 from perfgate.run.runner import PhaseRunner
 from perfgate.run.session import PerfgateSession
 from perfgate.run.target import Target
-from perfgate.verdict.baseline import baseline_path, write_baseline
+from perfgate.verdict.baseline import baseline_path, load_baseline, write_baseline
 
 GPU_CLASS, PROFILE, SCENARIO = "testgpu", "cpu-tiny", "cpu-closed"
 KEY = f"{GPU_CLASS}/{PROFILE}/{SCENARIO}"
@@ -197,3 +198,39 @@ async def test_update_mode_cannot_restart_an_attached_server_and_names_the_merge
     # The first session's repeats were measured (and kept for the report); the baseline was not touched.
     assert fake.calls == [0, 1] and len(runner.session.phases) == 2
     assert baseline_file.read_bytes() == before
+
+
+def measured(runner: PhaseRunner, throughputs: list[float]) -> PhaseResult:
+    """Repeats already measured in two server sessions (what update mode has before it writes)."""
+    done = [phase(r, f"new-{r * 2 // len(throughputs)}", v) for r, v in enumerate(throughputs)]
+    runner.phases[SCENARIO] = done
+    return done[-1]
+
+
+def test_update_mode_refuses_to_enshrine_a_regression_unless_told_why(tmp_path, monkeypatch, baseline_file):
+    before = baseline_file.read_bytes()
+    runner = make_runner(tmp_path, monkeypatch, FakeMeasure([]), update_baselines=True)
+    with pytest.raises(Failed) as err:
+        runner.assert_no_regression(measured(runner, [80.0, 80.5, 79.5, 80.0]))
+    message = str(err.value)
+    assert "baseline not written: this run is REGRESSED against the baseline it would replace" in message
+    assert "output_throughput" in message and "--perfgate-accept-regression" in message
+    assert baseline_file.read_bytes() == before
+    assert runner.session.verdicts[KEY]["gate"].status == "regressed"  # in the report too
+
+    runner.session.accept_regression = "vLLM 0.26 trades 20% throughput for correctness"
+    runner.assert_no_regression(measured(runner, [80.0, 80.5, 79.5, 80.0]))
+    written = load_baseline(baseline_file)
+    assert written.accepted_regression == "vLLM 0.26 trades 20% throughput for correctness"
+    assert statistics.mean(written.metrics["output_throughput"]) == pytest.approx(80.0)
+
+
+def test_update_mode_rewrites_an_unchanged_or_incomparable_baseline(tmp_path, monkeypatch, baseline_file):
+    runner = make_runner(tmp_path, monkeypatch, FakeMeasure([]), update_baselines=True)
+    runner.assert_no_regression(measured(runner, [100.2, 99.8, 100.4, 99.6]))
+    assert load_baseline(baseline_file).accepted_regression == ""
+    # Another GPU model: the old file cannot judge the run, and re-recording is what fixes that.
+    monkeypatch.setattr(perfgate.run.runner, "find_baseline", lambda *a: load_baseline(baseline_file).model_copy(
+        update={"fingerprint": {"gpu_model": "NVIDIA A10G"}}))
+    runner.assert_no_regression(measured(runner, [60.0, 60.5, 59.5, 60.0]))
+    assert statistics.mean(load_baseline(baseline_file).metrics["output_throughput"]) == pytest.approx(60.0)

@@ -24,7 +24,7 @@ from perfgate.run.source import LocustLoad
 from perfgate.run.target import Target
 from perfgate.serving.server import VllmServer, tail
 from perfgate.verdict.baseline import baseline_path, find_baseline, load_request_latencies, write_baseline
-from perfgate.verdict.gate import INCONCLUSIVE, NEW, GateVerdict, compare
+from perfgate.verdict.gate import INCONCLUSIVE, NEW, REGRESSED, GateVerdict, compare
 from perfgate.verdict.gate_settings import GateSettings, load_gate_settings
 from perfgate.verdict.slo_files import load_slos
 
@@ -256,9 +256,11 @@ class PhaseRunner:
         phases = self.repeats_of(phase)
         if self.session.update_baselines:
             path = baseline_path(phase.gpu_class, phase.profile, phase.scenario)
+            accepted = self._accepted_regression(phases)
             try:
                 diff = write_baseline(path, phases, results_dir=self.results_dir,
-                                      min_sessions=self.gate_settings.baseline_sessions)
+                                      min_sessions=self.gate_settings.baseline_sessions,
+                                      accepted_regression=accepted)
             except PerfgateError as exc:
                 self.fail(f"baseline not written: {exc}")
             self.session.verdicts.setdefault(_vkey(phase), {})["baseline_diff"] = diff
@@ -273,6 +275,30 @@ class PhaseRunner:
             self.fail(f"{table(verdict)}\nraw results: {self.results_dir}")
         return verdict
 
+
+    def _accepted_regression(self, phases: list[PhaseResult]) -> str:
+        """Update mode never enshrines a regression: these repeats are judged against the baseline they would
+        replace, and a REGRESSED or INCONCLUSIVE verdict refuses the write unless --perfgate-accept-regression
+        says why (the reason is stored in the baseline). A baseline that cannot be compared (none yet, another
+        GPU model or method, unreadable) is replaced: re-recording is what fixes it."""
+        last = phases[-1]
+        try:
+            old = find_baseline(last.gpu_class, last.profile, last.scenario)
+        except PerfgateError:
+            return ""
+        if old is None:
+            return ""
+        verdict = compare(phases, old, self.gate_settings)
+        self._keep_gate_verdict(verdict)
+        if verdict.status not in (REGRESSED, INCONCLUSIVE) or verdict.passed:
+            return ""
+        if not self.session.accept_regression:
+            self.fail(f"baseline not written: this run is {verdict.status.upper()} against the baseline it would "
+                      f"replace, and a refresh never enshrines a regression unasked\n{table(verdict)}\n"
+                      "fix: find the cause; or, to accept the slowdown, run again with "
+                      "--perfgate-accept-regression 'WHY' (stored in the baseline)"
+                      f"\nraw results: {self.results_dir}")
+        return self.session.accept_regression
 
     def _keep_gate_verdict(self, verdict: GateVerdict) -> None:
         """Into the run's report, and into the test's JUnit properties as ``perfgate_gate``: ``KEY: STATUS``

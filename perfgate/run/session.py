@@ -37,6 +37,7 @@ class PerfgateSession:
     gpu_memory: str | None = None
     allow_incomparable: bool = False
     require_baselines: bool = False  # a phase without a baseline (NEW) fails instead of passing
+    accept_regression: str = ""  # --perfgate-accept-regression: why update mode may write a regressed baseline
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6])
     # Seeds every phase's prompts with the repeat index (perfgate.load.stream): this run's prompts differ from
     # every earlier run's; the same nonce rebuilds them.
