@@ -9,6 +9,8 @@ from pathlib import Path
 
 import tomllib
 
+from perfgate.core.method import METHOD_VERSION
+
 REPO = Path(__file__).resolve().parent.parent
 CONSTRAINTS = REPO / "constraints" / "gpu.txt"
 
@@ -20,11 +22,13 @@ def pinned(text: str, dist: str) -> str:
 
 
 def recorded_versions(gpu: bool) -> dict[str, str]:
-    """baseline path -> the vLLM version it records (top level and fingerprint must agree)."""
+    """baseline path -> the vLLM version it records (top level and fingerprint must agree). Baselines of an
+    older measurement method are left out: the gate refuses them whatever vLLM they record, and an upgrade
+    that re-records the runner's GPU class must not be blocked by them."""
     out = {}
     for path in sorted((REPO / "baselines").glob("*/**/*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
-        if (data["gpu_class"] != "cpu") is not gpu:
+        if (data["gpu_class"] != "cpu") is not gpu or data.get("method_version", 1) < METHOD_VERSION:
             continue
         version = data.get("vllm_version") or data.get("fingerprint", {}).get("vllm_version")
         finger = data.get("fingerprint", {}).get("vllm_version")
