@@ -337,3 +337,14 @@ def bpe_tokenizer():
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>")
     tok.chat_template = "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
     return tok
+
+
+def pytester_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, source: str,
+                   ini_extra: str = "") -> pytest.Pytester:
+    """A pytester project that uses this repository's profiles and fixtures, with ``source`` as its test file."""
+    monkeypatch.setenv("PERFGATE_PROFILES_DIR", str(REPO / "profiles"))
+    pytester.makeconftest(f"import sys; sys.path.insert(0, {str(REPO)!r}); pytest_plugins = ['fixtures.server']")
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = session\n" + ini_extra)
+    pytester.makepyfile(test_suite=source)
+    return pytester
+

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import pytester_suite
 from perfgate.gpu_guard import gpu_request, markexpr_depends_on_gpu
 from perfgate.serving import builds
 
@@ -33,11 +34,7 @@ def test_gpu_server(vllm_server):
 
 @pytest.fixture
 def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.setenv("PERFGATE_PROFILES_DIR", str(REPO / "profiles"))
-    pytester.makeconftest(f"import sys; sys.path.insert(0, {str(REPO)!r}); pytest_plugins = ['fixtures.server']")
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = session\nmarkers =\n  gpu\n  cpu\n  slow\n")
-    pytester.makepyfile(test_suite=SUITE)
-    return pytester
+    return pytester_suite(pytester, monkeypatch, SUITE, "markers =\n  gpu\n  cpu\n  slow\n")
 
 
 @pytest.mark.parametrize(("expr", "asks"), [

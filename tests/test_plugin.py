@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import pytester_suite
+
 pytest_plugins = ["pytester"]
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,11 +28,7 @@ def test_gpu_server(vllm_server):
 
 @pytest.fixture
 def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.setenv("PERFGATE_PROFILES_DIR", str(REPO / "profiles"))
-    pytester.makeconftest(f"import sys; sys.path.insert(0, {str(REPO)!r}); pytest_plugins = ['fixtures.server']")
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = session\n")
-    pytester.makepyfile(test_suite=SUITE)
-    return pytester
+    return pytester_suite(pytester, monkeypatch, SUITE)
 
 
 def test_options_are_one_group_with_one_prefix(suite):
