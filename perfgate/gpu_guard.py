@@ -21,8 +21,14 @@ import itertools
 import re
 from collections.abc import Callable
 
+from _pytest.mark import expression as _markexpr  # pytest's own -m grammar
+
+Expression = _markexpr.Expression
+# pytest 9 raises SyntaxError for a malformed -m; pytest 8 raised its own ParseError.
+_PARSE_ERRORS: tuple[type[Exception], ...] = (SyntaxError, *([_markexpr.ParseError] if hasattr(_markexpr, "ParseError") else []))
+
 GPU_MARKER = "gpu"
-_TOKEN = re.compile(r"\s*(\(|\)|[A-Za-z_][\w.\-]*)")
+_NAME = re.compile(r"[A-Za-z_][\w.\-]*")
 _KEYWORDS = {"and", "or", "not"}
 _MAX_NAMES = 10  # 2**10 marker combinations at most; longer expressions are judged by name alone
 
@@ -30,67 +36,29 @@ _MAX_NAMES = 10  # 2**10 marker combinations at most; longer expressions are jud
 def markexpr_depends_on_gpu(markexpr: str) -> bool:
     """Whether adding the ``gpu`` marker to some test can make ``markexpr`` select it (``-m`` semantics).
 
-    Evaluates pytest's boolean grammar (``and``/``or``/``not``/parentheses over marker names) for every
-    combination of the other names it mentions. An expression outside that grammar (keyword arguments)
-    counts as asking for GPU tests when it names ``gpu`` at all.
+    Evaluates the expression with pytest's own ``-m`` parser for every combination of the other names it
+    mentions. An expression pytest cannot parse is refused by pytest itself; here it counts as asking
+    for GPU tests when it names ``gpu`` at all.
     """
     expr = markexpr.strip()
-    if not expr:
+    if not expr or not re.search(rf"\b{GPU_MARKER}\b", expr):
         return False
-    tokens, pos = [], 0
-    while pos < len(expr):
-        m = _TOKEN.match(expr, pos)
-        if m is None:
-            return re.search(rf"\b{GPU_MARKER}\b", expr) is not None
-        tokens.append(m.group(1))
-        pos = m.end()
-    names = sorted({t for t in tokens if t not in _KEYWORDS and t not in "()"} - {GPU_MARKER})
-    if GPU_MARKER not in tokens:
-        return False
+    try:
+        compiled = Expression.compile(expr)
+    except _PARSE_ERRORS:
+        return True
+    names = sorted(set(_NAME.findall(expr)) - _KEYWORDS - {GPU_MARKER})
     if len(names) > _MAX_NAMES:
         return True
     for values in itertools.product((False, True), repeat=len(names)):
         env = dict(zip(names, values))
-        if _evaluate(tokens, {**env, GPU_MARKER: True}) and not _evaluate(tokens, {**env, GPU_MARKER: False}):
+
+        def with_gpu(present: bool, env: dict[str, bool] = env) -> Callable[..., bool]:
+            return lambda name, /, **kwargs: present if name == GPU_MARKER else env.get(name, False)
+
+        if compiled.evaluate(with_gpu(True)) and not compiled.evaluate(with_gpu(False)):
             return True
     return False
-
-
-def _evaluate(tokens: list[str], env: dict[str, bool]) -> bool:
-    """Recursive descent over ``or`` < ``and`` < ``not`` < atom, as pytest's -m grammar."""
-    pos = 0
-
-    def expr() -> bool:
-        nonlocal pos
-        value = term()
-        while pos < len(tokens) and tokens[pos] == "or":
-            pos += 1
-            value = term() or value
-        return value
-
-    def term() -> bool:
-        nonlocal pos
-        value = factor()
-        while pos < len(tokens) and tokens[pos] == "and":
-            pos += 1
-            value = factor() and value
-        return value
-
-    def factor() -> bool:
-        nonlocal pos
-        if pos < len(tokens) and tokens[pos] == "not":
-            pos += 1
-            return not factor()
-        if pos < len(tokens) and tokens[pos] == "(":
-            pos += 1
-            value = expr()
-            pos += 1  # ")"; a malformed expression was already refused by pytest's own -m parser
-            return value
-        name = tokens[pos] if pos < len(tokens) else ""
-        pos += 1
-        return env.get(name, False)
-
-    return expr()
 
 
 def gpu_request(markexpr: str, profiles: list[str] | None, is_cuda_profile: Callable[[str], bool]) -> str | None:
