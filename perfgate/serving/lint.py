@@ -106,17 +106,24 @@ class LintReport:
 # --------------------------------------------------------------------------- walking a command line
 
 
-def _is_flag(token: str) -> bool:
+def is_flag(token: str) -> bool:
+    """An option, not a value: ``-5`` and ``-0.5`` are values."""
     return token.startswith("-") and token != "-" and not _NUMBER.match(token)
 
 
-def _normalise(name: str) -> tuple[str, bool]:
-    """``--max_model_len`` -> ``--max-model-len`` (vLLM's FlexibleArgumentParser does the same);
-    ``--compilation-config.mode`` -> (``--compilation-config``, dotted=True)."""
+def canonical_flag(name: str) -> str:
+    """``--max_model_len`` -> ``--max-model-len``, as vLLM's FlexibleArgumentParser reads it; a dotted
+    suffix (``--compilation-config.mode``) is kept as written."""
     if not name.startswith("--"):
-        return name, False
-    head, dot, _ = name[2:].partition(".")
-    return "--" + head.replace("_", "-"), bool(dot)
+        return name
+    head, dot, rest = name[2:].partition(".")
+    return "--" + head.replace("_", "-") + dot + rest
+
+
+def _normalise(name: str) -> tuple[str, bool]:
+    """``--compilation-config.mode`` -> (``--compilation-config``, dotted=True): lint checks the head."""
+    head, dot, _ = canonical_flag(name).partition(".")
+    return head, bool(dot)
 
 
 def _check_value(action: dict[str, Any], flag: str, value: str, source: str | None) -> LintProblem | None:
@@ -169,7 +176,7 @@ def check_tokens(tokens: list[str], spec: ArgSpec, *, source: str | None = None,
     while i < n:
         token = tokens[i]
         i += 1
-        if not _is_flag(token):
+        if not is_flag(token):
             if positional_free:
                 positional_free = False  # the model (vLLM's `model_tag`)
                 continue
@@ -183,7 +190,7 @@ def check_tokens(tokens: list[str], spec: ArgSpec, *, source: str | None = None,
         name, dotted = _normalise(written)
         action = spec.by_option.get(name)
         if action is None:
-            value = attached if eq else (tokens[i] if i < n and not _is_flag(tokens[i]) else None)
+            value = attached if eq else (tokens[i] if i < n and not is_flag(tokens[i]) else None)
             if not eq and value is not None:
                 i += 1  # the unknown flag's value, so it is not reported again as a stray argument
             problems.append(_unknown(name, written, spec, source, value))
@@ -194,13 +201,13 @@ def check_tokens(tokens: list[str], spec: ArgSpec, *, source: str | None = None,
         nargs = action.get("nargs")
         if dotted:  # --json-arg.key value: one value, any JSON leaf
             if not eq:
-                i += 1 if i < n and not _is_flag(tokens[i]) else 0
+                i += 1 if i < n and not is_flag(tokens[i]) else 0
             continue
         if nargs == 0:
             if eq:
                 problems.append(LintProblem(written, f"takes no value (it is {_flag_kind(action)}); "
                                             f"write {_on_off(action)}", source=source, value=attached))
-            elif i < n and not _is_flag(tokens[i]) and (not positional_free or _looks_boolean(tokens[i])):
+            elif i < n and not is_flag(tokens[i]) and (not positional_free or _looks_boolean(tokens[i])):
                 problems.append(LintProblem(written, f"takes no value (it is {_flag_kind(action)}), so '{tokens[i]}' "
                                             f"would be a stray argument; write {_on_off(action)}",
                                             source=source, value=tokens[i]))
@@ -209,7 +216,7 @@ def check_tokens(tokens: list[str], spec: ArgSpec, *, source: str | None = None,
         values: list[str] = [attached] if eq else []
         if nargs in (None, 1) or isinstance(nargs, int):
             want = 1 if nargs is None else int(nargs)
-            while len(values) < want and i < n and not _is_flag(tokens[i]):
+            while len(values) < want and i < n and not is_flag(tokens[i]):
                 values.append(tokens[i])
                 i += 1
             if len(values) < want:
@@ -217,11 +224,11 @@ def check_tokens(tokens: list[str], spec: ArgSpec, *, source: str | None = None,
                                             source=source))
                 continue
         elif nargs == "?":
-            if not eq and i < n and not _is_flag(tokens[i]):
+            if not eq and i < n and not is_flag(tokens[i]):
                 values.append(tokens[i])
                 i += 1
         else:  # "+", "*", argparse.REMAINDER...
-            while i < n and not _is_flag(tokens[i]):
+            while i < n and not is_flag(tokens[i]):
                 values.append(tokens[i])
                 i += 1
             if nargs == "+" and not values:
@@ -358,7 +365,7 @@ def strip_program(argv: list[str]) -> tuple[list[str], bool]:
         raise PerfgateError(f"cannot read this command line: {shlex.join(tokens)}",
                             fix="give `python -m vllm.entrypoints.openai.api_server --model M ...` "
                                 "or `vllm serve MODEL ...`")
-    if _is_flag(tokens[i]):
+    if is_flag(tokens[i]):
         return tokens[i:], False
     raise PerfgateError(f"'{tokens[i]}' is not a vLLM command", source="command line",
                         fix="paste the whole launch line: `vllm serve MODEL --flag ...` or "

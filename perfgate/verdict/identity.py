@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from perfgate._errors import PerfgateError
-from perfgate.serving.lint import strip_program
+from perfgate.serving.lint import canonical_flag, is_flag, strip_program
 
 # Identity fields in the fingerprint (the method version is a field of PhaseResult and Baseline), in the
 # words a person reads them.
@@ -66,32 +66,20 @@ def normalized_flags(command_line: str) -> dict[str, str]:
     i = 0
     while i < len(options):
         token = options[i]
-        if not _is_flag(token):
+        if not is_flag(token):
             i += 1  # a positional argument: the model path
             continue
         name, eq, value = token.partition("=")
-        if name.startswith("--"):
-            head, dot, rest = name[2:].partition(".")
-            name = "--" + head.replace("_", "-") + (dot + rest)
+        name = canonical_flag(name)
         if not eq:
             value = ""
-            if i + 1 < len(options) and not _is_flag(options[i + 1]):
+            if i + 1 < len(options) and not is_flag(options[i + 1]):
                 value = options[i + 1]
                 i += 1
         if name not in _NOT_SERVING:
             flags[name] = value
         i += 1
     return flags
-
-
-def _is_flag(token: str) -> bool:
-    if not token.startswith("-") or token == "-":
-        return False
-    try:
-        float(token)
-    except ValueError:
-        return True
-    return False  # a negative number is a value
 
 
 def flag_changes(old_line: str, new_line: str) -> str:
