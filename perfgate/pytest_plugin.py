@@ -1,7 +1,8 @@
 """perfgate's pytest plugin: options (one group, one prefix), markers, the session object, failure
 reports with the server log, the run report, and the end-of-session check that no vLLM process is left.
 
-Fixtures themselves live in the repo's ``fixtures/`` package (thin glue loaded from the root conftest.py).
+The fixtures (``perfgate``, ``vllm_server``, ``perfgate_profile``) live in ``perfgate.pytest_fixtures``, which
+``pytest_plugins`` below registers with this plugin: installing perfgate is all a project needs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from perfgate.serving.builds import unavailable_reason
 from perfgate.serving.gpu_holders import reap_stale
 from perfgate.serving.profile import load_profile
 from perfgate.serving.sigint import restore_sigint
+
+# Registered once, by name, whichever way this plugin was loaded (entry point, -p, a conftest).
+pytest_plugins = ["perfgate.pytest_fixtures"]
 
 DEFAULT_GPU_PROFILES = ("defaults", "optimized")
 DEFAULT_CPU_PROFILES = ("cpu-tiny",)

@@ -32,7 +32,8 @@ asyncio_default_fixture_loop_scope = session
 asyncio_default_test_loop_scope = session
 addopts = -p no:cacheprovider
 """
-CHILD_CONFTEST = 'pytest_plugins = ["fixtures.server", "fixtures.phase"]\n'
+# perfgate's fixtures come with its pytest11 plugin (perfgate/pytest_fixtures.py): the child needs no conftest.
+CHILD_CONFTEST = "# perfgate's plugin (pytest11 entry point) provides the fixtures\n"
 
 # A small closed-loop scenario for the tiny model: real streaming requests, a few seconds on two cores.
 QUICK_SCENARIO = """description = "fault tests: 64 prompt tokens in, 16 out, closed loop concurrency 2, 6 requests"
@@ -343,7 +344,7 @@ def pytester_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, s
                    ini_extra: str = "") -> pytest.Pytester:
     """A pytester project that uses this repository's profiles and fixtures, with ``source`` as its test file."""
     monkeypatch.setenv("PERFGATE_PROFILES_DIR", str(REPO / "profiles"))
-    pytester.makeconftest(f"import sys; sys.path.insert(0, {str(REPO)!r}); pytest_plugins = ['fixtures.server']")
+    pytester.makeconftest(f"import sys; sys.path.insert(0, {str(REPO)!r})")  # fixtures: the plugin's
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = session\n" + ini_extra)
     pytester.makepyfile(test_suite=source)
     return pytester
