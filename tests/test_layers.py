@@ -3,11 +3,17 @@
 The layers, bottom to top (docs/guide.md "How the package is laid out"):
 
     _errors, _toml  ->  core  ->  models  ->  telemetry  ->  serving  ->  load  ->  verdict  ->  report  ->  run
-    ->  the CLI (cli, commands), the pytest plugin (pytest_plugin, hookspec, gpu_guard) and junit_counts
+    ->  the CLI (cli, commands), the pytest plugin (pytest_plugin, pytest_fixtures, hookspec, gpu_guard),
+    junit_counts and the public API (perfgate/__init__.py)
 
 Every import counts, at module top or inside a function (a function-level import was how cycles used to be
 hidden), and so does the package ``__init__`` that importing a submodule of another package runs first. Each check reads the
 source with ``ast``, so it fails on the line that breaks the order, whichever module is imported first.
+
+The root ``perfgate/__init__.py`` is the public API, in the top layer: its imports (inside ``__getattr__`` and
+``if TYPE_CHECKING``) run downward like the plugin's. Every ``import perfgate.x`` runs it first, yet the graph
+has no edge to it: that holds because at its top it imports no perfgate module (its names load on first
+use), which ``test_the_package_init_imports_nothing_at_its_top`` checks.
 """
 
 from __future__ import annotations
@@ -125,6 +131,28 @@ def test_the_checks_catch_an_upward_import(tmp_path: Path) -> None:
         del MODULES["perfgate.core.probe"]
     assert "perfgate.report" in deps and "perfgate.report.markdown" in deps
     assert layer("perfgate.report.markdown") > layer("perfgate.core.probe")
+
+
+def test_the_package_init_imports_nothing_at_its_top() -> None:
+    """``perfgate/__init__.py`` runs before every perfgate module: a perfgate (or heavy) import at its top would
+    make every module, ``perfgate.core`` included, import the top layer. Its names load lazily instead."""
+    tree = ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8"))
+    eager = []
+    for node in tree.body:  # module level only: function bodies run on first use
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            continue  # never runs
+        for inner in ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) else ():
+            if isinstance(inner, ast.Import):
+                eager += [f"line {inner.lineno}: {a.name}" for a in inner.names]
+            elif isinstance(inner, ast.ImportFrom) and inner.module not in ("__future__", "typing"):
+                eager.append(f"line {inner.lineno}: {inner.module}")
+    assert not eager, f"perfgate/__init__.py imports at its top (make them lazy, in __getattr__): {eager}"
+    code = "import sys, perfgate.core.stats\nprint(sorted(m for m in sys.modules if m.startswith('perfgate')))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    loaded = ast.literal_eval(done.stdout.strip())
+    above_core = [m for m in loaded if m != "perfgate" and layer(m) > LAYERS.index("core")]
+    assert "perfgate" in loaded and not above_core, f"import perfgate.core.stats loaded {above_core}"
 
 
 @pytest.mark.parametrize("modules", [
