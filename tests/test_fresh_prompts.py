@@ -494,6 +494,9 @@ async def test_real_vllm_fresh_repeats_do_not_hit_the_prefix_cache(cpu_target, t
     assert all(h is not None for h in hits), [p.unavailable for p in phases]
     assert all(h <= 10.0 for h in hits), hits
     assert all(p.valid for p in phases), [p.invalid_reasons for p in phases]
+    # No NVML on the CPU path: no energy or throttle figures, the source's reason, nothing judged on them.
+    assert not {k for p in phases for k in p.metrics if k.startswith(("energy_", "avg_power", "throttle_"))}
+    assert all("nvml" in p.unavailable and not any("clock-event" in n for n in p.notes) for p in phases)
     assert [p.prompt_stream for p in phases] == [{"seed": 0, "nonce": "f00dcafe", "repeat": r} for r in range(3)]
     assert all(any("at most 0.0 %" in n for n in p.notes) for p in phases)
     saved = json.loads((tmp_path / "phases" / "cpu-tiny__fresh-cpu__r2.json").read_text())

@@ -39,7 +39,7 @@ CENTRES = {"output_throughput": 4800.0, "request_throughput": 18.7, "median_ttft
            "median_tpot_ms": 6.3, "p99_tpot_ms": 7.1, "median_e2el_ms": 1700.0, "p99_e2el_ms": 1850.0,
            "p50_ttft_ms": 120.0, "failed": 0.0, "error_rate": 0.0, "token_count_mismatches": 0.0,
            "vram_used_gib_peak": 126.9, "temperature_c_peak": 61.0, "power_w_mean": 520.0,
-           "server_mean_queue_ms": 0.4}
+           "server_mean_queue_ms": 0.4, "energy_per_output_token_j": 0.108}
 FP = {"gpu_model": "NVIDIA H200", "vllm_version": "0.25.1", "driver": "580.1"}
 
 

@@ -67,10 +67,12 @@ class FakeMeasure:
         self.throughputs = list(throughputs)
         self.invalid_from = invalid_from
         self.calls: list[int] = []  # the repeat index of each call
+        self.throttle_limits: list[float | None] = []  # what the runner passed from [tool.perfgate.gate]
 
     async def __call__(self, target: Target, spec, *, results_dir: Path, repeat: int = 0,
-                       nonce: str | None = None) -> PhaseResult:
+                       nonce: str | None = None, throttle_limit_pct: float | None = None) -> PhaseResult:
         assert spec.name == SCENARIO and results_dir.is_dir() and nonce
+        self.throttle_limits.append(throttle_limit_pct)
         if len(self.calls) >= len(self.throughputs):
             raise AssertionError(f"measured more than the {len(self.throughputs)} repeats this test allows")
         value = self.throughputs[len(self.calls)]
@@ -85,7 +87,7 @@ def gate_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     the two metrics the synthetic phases carry are gated (a GPU run missing the gated VRAM figure fails)."""
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text("[tool.perfgate.gate]\nrepeats = 2\nmax_repeats = 4\nbaseline_sessions = 2\n"
-                         'gated = ["output_throughput", "error_rate"]\n')
+                         'gated = ["output_throughput", "error_rate"]\nthrottle_limit_pct = 7.5\n')
     monkeypatch.setenv("PERFGATE_PYPROJECT", str(pyproject))
     baselines = tmp_path / "baselines"
     monkeypatch.setenv("PERFGATE_BASELINES_DIR", str(baselines))
@@ -136,6 +138,7 @@ async def test_a_clearly_passing_run_stops_at_repeats(tmp_path, monkeypatch, bas
     runner = make_runner(tmp_path, monkeypatch, fake)
     last = await runner.measure(SCENARIO)
     assert fake.calls == [0, 1]
+    assert fake.throttle_limits == [7.5, 7.5]  # [tool.perfgate.gate] throttle_limit_pct reaches each phase
     verdict = runner.assert_no_regression(last)
     assert verdict is not None and verdict.status == "pass" and verdict.repeats == 2
     assert {r.metric: r.verdict for r in verdict.gated_rows} == {"output_throughput": "pass", "error_rate": "pass"}

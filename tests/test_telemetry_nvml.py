@@ -26,6 +26,8 @@ class FakeDevice:
         self.sm_clock = 1500
         self.temp = 40
         self.procs: list[tuple[int, int | None]] = []  # (pid, bytes)
+        self.energy_mj: int | None = 5_000_000  # total-energy counter; None: not supported (pre-Volta)
+        self.clock_reasons: int | None = 0  # clock-event reasons bitmask; None: not supported
 
 
 class FakeNvml(types.ModuleType):
@@ -88,6 +90,16 @@ class FakeNvml(types.ModuleType):
     def nvmlDeviceGetMaxClockInfo(self, h: FakeDevice, kind: int) -> int:
         return 1710 if kind == self.NVML_CLOCK_SM else 6251
 
+    def nvmlDeviceGetTotalEnergyConsumption(self, h: FakeDevice) -> int:
+        if h.energy_mj is None:
+            raise FakeNvmlError("Not Supported")
+        return h.energy_mj
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, h: FakeDevice) -> int:
+        if h.clock_reasons is None:
+            raise FakeNvmlError("Not Supported")
+        return h.clock_reasons
+
     def nvmlSystemGetDriverVersion(self) -> str:
         return "550.54.15"
 
@@ -121,6 +133,8 @@ def test_real_nvml_is_unavailable_with_reason_or_reads_a_gpu() -> None:
     if _nvml_works():  # a GPU host: the real path must produce readings
         assert result.available and result.metrics["vram_used_gib_peak"] > 0
         assert detect_gpus().gpus
+        for key in ("energy_j", "throttle_sw_power_cap_pct"):  # read, or missing with the reason
+            assert key in result.metrics or result.unavailable_metrics[key], key
     else:
         assert result.available is False
         assert "NVML" in result.reason

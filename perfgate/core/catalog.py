@@ -7,7 +7,7 @@ A/B and reports read these specs; nothing else holds metric policy.
 
 What is gated, and why so few: each gated metric is one more chance of a false alarm and one more term in
 the multiplicity correction. Gated are the figures a serving change moves and a user feels (output
-throughput, TTFT/TPOT/E2E median and P99, errors, VRAM, queue time). Report-only are duplicates
+throughput, TTFT/TPOT/E2E median and P99, errors, VRAM, queue time, energy per token). Report-only are duplicates
 (``p50_*`` = ``median_*``, ``*_from_scheduled`` = ``*`` in a closed loop, ``total_token_throughput`` and
 ``request_throughput`` move with ``output_throughput`` at fixed lengths), environment readings (power,
 temperature, clocks: they describe the room, not the server), and occupancy figures whose "better"
@@ -155,6 +155,21 @@ _SPECS: list[MetricSpec] = [
     _env("power_w_peak", "W", "board power, peak"),
     _env("sm_clock_mhz_mean", "MHz", "SM clock, mean"),
     _env("temperature_c_peak", "C", "GPU temperature, peak"),
+    # --- NVML energy and throttling (perfgate/telemetry/energy.py, throttle.py) ---
+    # Gated: joules per generated token is what batching, kernels and clocks move and what a fleet pays for;
+    # it needs no SLO to matter. 8 %, like E2E: it is power / throughput, so it carries throughput's noise and
+    # the room's (power varies with temperature); not yet measured on a GPU run, re-derive it from one.
+    MetricSpec("energy_per_output_token_j", "J/token", "lower", "GPU energy in the window (NVML energy "
+               "counter, summed over GPUs) / generated tokens of completed requests", "nvml", "efficiency",
+               gated=True, min_effect=0.08, key_metric=True),
+    MetricSpec("avg_power_w", "W", "none", "GPU energy in the window / its length (NVML energy counter, summed "
+               "over GPUs)", "nvml", "environment", key_metric=True),
+    _env("energy_j", "J", "GPU energy in the window (NVML energy counter delta, summed over GPUs)"),
+    _env("throttle_sw_power_cap_pct", "%", "samples with the SW power cap holding clocks down, worst GPU"),
+    _env("throttle_hw_slowdown_pct", "%", "samples with HW slowdown (power or heat) active, worst GPU"),
+    _env("throttle_sw_thermal_pct", "%", "samples with SW thermal slowdown active, worst GPU"),
+    _env("throttle_hw_thermal_pct", "%", "samples with HW thermal slowdown active, worst GPU"),
+    _env("throttle_hw_power_brake_pct", "%", "samples with the HW power brake active, worst GPU"),
     # --- vLLM /metrics ---
     _occupancy("running_batch_mean", "requests", "vllm:num_requests_running, mean", key_metric=True),
     _occupancy("running_batch_p95", "requests", "vllm:num_requests_running, P95"),

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from perfgate.core.records import ERROR_CLASSES, RequestRecord
+from perfgate.telemetry.throttle import THROTTLE_KEYS, throttled_text
 
 PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
 GOODPUT_KEYS = ("ttft", "tpot", "e2el")
@@ -146,6 +147,19 @@ def mismatch_summary(records: Sequence[RequestRecord], limit: int = 5) -> list[s
     return lines
 
 
+def energy_lines(metrics: dict[str, float]) -> list[str]:
+    """The table's NVML energy and throttling block (nothing when NVML did not measure, e.g. on CPU)."""
+    rows = [(label, fmt.format(metrics[key])) for label, key, fmt in (
+        ("Energy per output token (J/token):", "energy_per_output_token_j", "{:.4f}"),
+        ("Average GPU power (W):", "avg_power_w", "{:.1f}"),
+        ("GPU energy (J):", "energy_j", "{:.1f}")) if key in metrics]
+    if any(key in metrics for key in THROTTLE_KEYS.values()):
+        rows.append(("Throttled (power/thermal, % of samples):", throttled_text(metrics) or "none"))
+    if not rows:
+        return []
+    return [f"{'Energy and throttling (NVML)':-^60}"] + [f"{a:<42} {b:>17}" for a, b in rows]
+
+
 def format_table(metrics: dict[str, float], *, title: str = "perfgate bench") -> str:
     """The metric table, laid out like ``vllm bench serve``'s result block."""
     rows: list[tuple[str, str]] = []
@@ -176,6 +190,7 @@ def format_table(metrics: dict[str, float], *, title: str = "perfgate bench") ->
             if key in metrics:
                 lines.append(f"{stat.capitalize() + ' ' + name.upper().split('_')[0] + ' (ms):':<42} "
                              f"{metrics[key]:>17.2f}")
+    lines += energy_lines(metrics)
     lines.append(f"{'Errors and client self-check':-^60}")
     for key in ("error_rate", "errors_connect", "errors_timeout", "errors_http_4xx", "errors_http_5xx",
                 "errors_stream", "token_count_mismatches", "offered_rate", "achieved_rate",

@@ -14,6 +14,7 @@ from perfgate.core.catalog import KEY_METRICS, METRICS
 from perfgate.core.fmt import format_value, pct
 from perfgate.core.phase import PhaseResult
 from perfgate.report.tables import table
+from perfgate.telemetry.throttle import throttled_text
 
 if TYPE_CHECKING:
     from perfgate.verdict.ab import AbVerdict
@@ -82,6 +83,9 @@ def render_summary(phases: Sequence[PhaseResult], *, slo_verdicts: Sequence[SloV
                 out.append(f"> ⚠️ repeat {p.repeat} INVALID: {'; '.join(p.invalid_reasons)}")
             if p.saturated:
                 out.append(f"> repeat {p.repeat} saturated: {'; '.join(p.saturation_reasons)}")
+            if throttled := throttled_text(p.metrics):
+                out.append(f"> repeat {p.repeat} GPU clocks held down by power or heat: {throttled} of NVML "
+                           "samples (worst GPU)")
         for source, reason in group[0].unavailable.items():
             out.append(f"> {source} unavailable: {reason}")
         base = baselines.get(key)

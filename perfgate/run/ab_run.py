@@ -179,7 +179,8 @@ async def run_env_ab(pg: PerfgateSession, profile: str, scenario_name: str, a: S
             for side in sides:
                 target = await asyncio.to_thread(start, side, r) if one_at_a_time else targets[side.label]
                 phase = await measure_phase(target, scenario, results_dir=out[side.label], repeat=r,
-                                            nonce=pg.prompt_nonce)
+                                            nonce=pg.prompt_nonce, throttle_limit_pct=load_gate_settings(
+                                                target.gpu_class).throttle_limit_pct)
                 # Not added to pg.phases: the manifest then declares no top-level phases, so a baseline
                 # refresh from this directory finds nothing to pool (A and B live in DIR/A and DIR/B).
                 phases[side.label].append(phase)

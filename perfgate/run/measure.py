@@ -7,7 +7,9 @@ as soon as they exist, so a failing or interrupted run still leaves its evidence
 Each phase draws its prompts from ``PromptStream(scenario.seed, nonce, repeat)`` (recorded as
 ``phase.prompt_stream``), so it sends prompts no earlier request on the server sent; the server's own
 prefix-cache counters then check that: a hit rate above what the scenario's shared prefix allows means the
-figures describe a warm cache, and the phase is invalid.
+figures describe a warm cache, and the phase is invalid. Likewise a GPU throttled by power or heat for more
+than ``throttle_limit_pct`` of the window's NVML samples (``perfgate.telemetry.throttle``). Energy per
+output token joins the window's NVML energy with the load's generated tokens.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from perfgate.load.scenario import Scenario
 from perfgate.load.stream import PromptStream, new_nonce
 from perfgate.run.source import ENGINE, EngineLoad, LoadOutcome, LoadSource, LocustLoad
 from perfgate.run.target import Target
-from perfgate.telemetry import Telemetry, unavailable_reason
+from perfgate.telemetry import Telemetry, TelemetryResult, unavailable_reason
+from perfgate.telemetry.energy import add_energy_per_token
+from perfgate.telemetry.throttle import DEFAULT_THROTTLE_LIMIT_PCT, throttle_verdict
 from perfgate.telemetry.timeline import write_timeline
 
-__all__ = ["PREFIX_HIT_TOLERANCE_PCT", "EngineLoad", "LoadSource", "LocustLoad", "check_prefix_cache",
-           "measure_phase", "opening_tokens", "phase_stem", "prefix_cache_verdict"]
+__all__ = ["PREFIX_HIT_TOLERANCE_PCT", "EngineLoad", "LoadSource", "LocustLoad",
+           "apply_gpu_energy_and_clocks", "check_prefix_cache", "measure_phase", "opening_tokens", "phase_stem",
+           "prefix_cache_verdict"]
 
 # Prefix-cache hits (percentage points) allowed above what the scenario's shared prefix explains: the chat
 # template's shared opening tokens and block rounding stay well inside it; a re-sent prompt set does not.
@@ -79,6 +84,20 @@ def check_prefix_cache(phase: PhaseResult, scenario: Scenario, *, telemetry_ran:
         phase.invalid_reasons.append(reason)
 
 
+def apply_gpu_energy_and_clocks(phase: PhaseResult, tel: TelemetryResult,
+                                throttle_limit_pct: float = DEFAULT_THROTTLE_LIMIT_PCT) -> None:
+    """After ``tel.apply_to(phase)`` and the load's metrics: energy per output token, and the throttling check
+    (invalidates the phase, notes every active clock-event reason). Nothing when NVML was unavailable."""
+    add_energy_per_token(phase.metrics, phase.unavailable)
+    if tel.nvml is None or not tel.nvml.available:
+        return
+    reasons, note = throttle_verdict(tel.nvml.clock_events, throttle_limit_pct)
+    phase.notes.append(note)
+    if reasons:
+        phase.valid = False
+        phase.invalid_reasons.extend(reasons)
+
+
 def opening_tokens(target: Target, scenario: Scenario) -> int:
     """``PromptBuilder.opening_tokens`` of the served model's tokenizer (0 when it cannot be built: the load
     has then failed with the reason already)."""
@@ -91,10 +110,12 @@ def opening_tokens(target: Target, scenario: Scenario) -> int:
 
 async def measure_phase(target: Target, scenario: Scenario, *, results_dir: Path, repeat: int = 0,
                         nvml_interval_s: float = 0.1, nonce: str | None = None,
-                        source: LoadSource = ENGINE) -> PhaseResult:
+                        source: LoadSource = ENGINE,
+                        throttle_limit_pct: float = DEFAULT_THROTTLE_LIMIT_PCT) -> PhaseResult:
     """One measured phase of ``scenario`` on ``target``, its load driven by ``source`` (the async engine by
     default; ``LocustLoad(ramp)`` for Locust users): prompts from ``PromptStream(scenario.seed, nonce,
-    repeat)`` (``nonce`` None: a fresh one), telemetry around the source's window, the prefix-cache check.
+    repeat)`` (``nonce`` None: a fresh one), telemetry around the source's window, energy per token, the
+    throttling check (``throttle_limit_pct``: ``[tool.perfgate.gate]``'s) and the prefix-cache check.
     Records, timeline and phase JSON are written even when the load fails."""
     name = source.phase_name(scenario)
     stream = PromptStream(scenario.seed, nonce or new_nonce(), repeat)
@@ -138,6 +159,7 @@ async def measure_phase(target: Target, scenario: Scenario, *, results_dir: Path
             phase.invalid_reasons.append(source.incomplete_reason(len(sink)))
         if tel is not None:
             tel.apply_to(phase)
+            apply_gpu_energy_and_clocks(phase, tel, throttle_limit_pct)
             timeline_path = results_dir / "timelines" / f"{stem}.json"
             write_timeline(timeline_path, tel.timeline(events))
             phase.artifacts["timeline"] = str(timeline_path.relative_to(results_dir))

@@ -101,7 +101,7 @@ class PhaseRunner:
         last = done[-1]
         if not allow_invalid and not all(p.valid for p in done):
             reasons = sorted({r for p in done for r in p.invalid_reasons})
-            self.fail(f"INVALID run of {last.key}: the numbers describe the client, not the server.\n  "
+            self.fail(f"INVALID run of {last.key}: the numbers do not describe the server.\n  "
                       + "\n  ".join(reasons) + f"\nraw results: {self.results_dir}")
         return last
 
@@ -116,7 +116,8 @@ class PhaseRunner:
         self._require_alive("before")
         repeat = sum(1 for p in self.session.phases if p.profile == self.target.profile and p.scenario == spec.name)
         phase = await measure_phase(self.target, spec, results_dir=self.results_dir, repeat=repeat,
-                                    nonce=self.session.prompt_nonce)
+                                    nonce=self.session.prompt_nonce,
+                                    throttle_limit_pct=self.gate_settings.throttle_limit_pct)
         done.append(phase)
         self.session.add_phase(phase)
         if self._hook is not None:
@@ -164,7 +165,8 @@ class PhaseRunner:
                      and p.scenario == source.phase_name(spec))
         try:
             phase = await measure_phase(self.target, spec, results_dir=self.results_dir, repeat=repeat,
-                                        nonce=self.session.prompt_nonce, source=source)
+                                        nonce=self.session.prompt_nonce, source=source,
+                                        throttle_limit_pct=self.gate_settings.throttle_limit_pct)
         except PerfgateError as exc:
             self.fail(str(exc))
         self.phases.setdefault(phase.scenario, []).append(phase)

@@ -13,7 +13,8 @@ How several GPUs (tensor parallel) become one figure — each tick samples every
 - temperature: the hottest card.
 
 Per-GPU figures are kept apart in ``NvmlResult.per_gpu`` (``gpu_util_pct_mean[gpu1]``), never in the
-flat metrics dict that SLOs read.
+flat metrics dict that SLOs read. Energy (the driver's counter, read at both ends of the window) is
+``perfgate.telemetry.energy``; clock-event (throttle) reasons, read with every sample, ``...throttle``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ from typing import Any
 import numpy as np
 
 from perfgate.core.hardware import CPU_CLASS, classify
+from perfgate.telemetry.energy import EnergyReading, read_energy, window_energy
+from perfgate.telemetry.throttle import (
+    THROTTLE_KEYS,
+    ClockEventShares,
+    clock_event_shares,
+    read_clock_event_reasons,
+)
 
 GIB = float(2**30)
 
@@ -55,6 +63,7 @@ class NvmlSample:
     power_w: float | None = None
     sm_clock_mhz: float | None = None
     temperature_c: float | None = None
+    clock_event_reasons: int | None = None  # bitmask, perfgate.telemetry.throttle.CLOCK_EVENT_REASONS
 
 
 @dataclass
@@ -67,6 +76,7 @@ class NvmlResult:
     unavailable_metrics: dict[str, str] = field(default_factory=dict)
     samples: list[NvmlSample] = field(default_factory=list)
     gpu_indices: list[int] = field(default_factory=list)
+    clock_events: ClockEventShares = field(default_factory=ClockEventShares)
     started_at: float = 0.0
     stopped_at: float = 0.0
 
@@ -205,6 +215,7 @@ class NvmlSampler:
         self._thread: threading.Thread | None = None
         self._started_at = 0.0
         self._process_errors: list[str] = []
+        self._energy_start: EnergyReading | None = None
 
     def start(self) -> None:
         """Begin the window; never raises for a missing GPU (``stop()`` then reports why)."""
@@ -226,6 +237,7 @@ class NvmlSampler:
             _try(self._lib.nvmlShutdown)
             self._lib = None
             return
+        self._energy_start = read_energy(self._lib, self._handles)
         self._sample_all()  # a reading at the very start of the window
         self._thread = threading.Thread(target=self._run, name="perfgate-nvml", daemon=True)
         self._thread.start()
@@ -266,6 +278,7 @@ class NvmlSampler:
                 power_w=power_mw / 1000.0 if power_mw is not None else None,
                 sm_clock_mhz=float(sm_clock) if sm_clock is not None else None,
                 temperature_c=float(temperature) if temperature is not None else None,
+                clock_event_reasons=read_clock_event_reasons(lib, handle),
             ))
 
     def _process_memory(self, handle: Any, pids: set[int] | None) -> float | None:
@@ -290,11 +303,17 @@ class NvmlSampler:
         if self._thread is not None:
             self._thread.join(timeout=max(5.0, 10 * self.interval_s))
         self._sample_all()  # and one at the very end
+        energy = window_energy(self._energy_start, read_energy(self._lib, self._handles),
+                               [i for i, _ in self._handles])
         _try(self._lib.nvmlShutdown)
         self._lib = None
         result = summarize(self._samples, [i for i, _ in self._handles],
                            process_tracked=self._pids_provider is not None)
         result.started_at, result.stopped_at = self._started_at, stopped_at
+        if result.available:
+            result.metrics.update(energy.metrics)
+            result.per_gpu.update(energy.per_gpu)
+            result.unavailable_metrics.update(energy.unavailable)
         return result
 
 
@@ -324,7 +343,14 @@ def summarize(samples: list[NvmlSample], gpu_indices: list[int], process_tracked
     by_tick: dict[float, list[NvmlSample]] = {}
     for s in samples:
         by_tick.setdefault(s.t, []).append(s)
-    result = NvmlResult(available=True, samples=list(samples), gpu_indices=gpu_indices)
+    result = NvmlResult(available=True, samples=list(samples), gpu_indices=gpu_indices,
+                        clock_events=clock_event_shares(samples, gpu_indices))
+    if result.clock_events.samples:
+        result.metrics.update(result.clock_events.metrics())
+        result.per_gpu.update(result.clock_events.per_gpu())
+    else:
+        result.unavailable_metrics.update({k: "the GPU does not report clock-event (throttle) reasons"
+                                           for k in THROTTLE_KEYS.values()})
     for name, prefix, wanted in _STATS:
         combined = []
         for tick in by_tick.values():

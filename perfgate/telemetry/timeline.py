@@ -10,7 +10,8 @@ Layout (``schema_version`` 1)::
      "window": {"start": .., "end": ..},
      "load":   [{"scheduled": .., "sent": .., "first_token": .., "end": .., ...}, ...],
      "nvml":   {"available": bool, "reason": str, "gpus": [0, 1], "samples": [{"t", "gpu", "util_pct",
-                "mem_used_gib", "mem_process_gib", "power_w", "sm_clock_mhz", "temperature_c"}, ...]},
+                "mem_used_gib", "mem_process_gib", "power_w", "sm_clock_mhz", "temperature_c",
+                "clock_event_reasons"}, ...]},
      "server": {"available": bool, "reason": str, "samples": [{"t", "running", "waiting",
                 "kv_cache_usage_pct", "requests_completed", "generation_tokens", "preemptions"}, ...]}}
 """

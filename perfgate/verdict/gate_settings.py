@@ -6,6 +6,7 @@
     repeats = 3               # repeats per phase when neither the test nor --perfgate-repeats says
     max_repeats = 6           # an INCONCLUSIVE phase adds repeats up to this many before it decides
     baseline_sessions = 2     # server sessions a baseline records (restart between)
+    throttle_limit_pct = 5.0  # a phase whose GPU was power/thermal throttled in more of its samples is INVALID
     [tool.perfgate.gate.min_effect]   # per metric, overrides the catalog's minimum effect
     median_ttft_ms = 0.25
     [tool.perfgate.gate.class.cpu]    # a GPU class's overrides (same keys, plus the ones below)
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from perfgate._errors import ConfigError
 from perfgate.core.catalog import GATED, METRICS
+from perfgate.telemetry.throttle import DEFAULT_THROTTLE_LIMIT_PCT
 
 PYPROJECT_ENV = "PERFGATE_PYPROJECT"
 
@@ -40,6 +42,7 @@ class _Overrides(BaseModel):
     repeats: int | None = Field(None, ge=1)
     max_repeats: int | None = Field(None, ge=1)
     baseline_sessions: int | None = Field(None, ge=1)
+    throttle_limit_pct: float | None = Field(None, ge=0, le=100)
     min_effect: dict[str, float] = Field(default_factory=dict)
     floor: dict[str, float] = Field(default_factory=dict)
     smoke: bool | None = None
@@ -82,6 +85,10 @@ class GateSettings(BaseModel):
     repeats: int = 3
     max_repeats: int = 6
     baseline_sessions: int = 2
+    # Not a gate figure but a validity rule, kept with the gate's other per-class knobs: the share of a phase's
+    # NVML samples (%) in which one GPU may be power/thermal throttled (perfgate.telemetry.throttle says why
+    # not zero). Above it the phase is INVALID.
+    throttle_limit_pct: float = DEFAULT_THROTTLE_LIMIT_PCT
     min_effect: dict[str, float] = Field(default_factory=dict)
     floor: dict[str, float] = Field(default_factory=dict)
     smoke: bool = False
