@@ -17,6 +17,7 @@ import pytest
 
 from perfgate._errors import PerfgateError
 from perfgate.gpu_guard import GPU_MARKER, allowed_skip_reason, gpu_request, no_gpu_message
+from perfgate.pytest_progress import TerminalProgress
 from perfgate.run.session import PerfgateSession
 from perfgate.serving.builds import unavailable_reason
 from perfgate.serving.gpu_holders import reap_stale
@@ -97,6 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
     results = config.getoption("perfgate_results_dir") or os.environ.get("PERFGATE_RESULTS_DIR")
     session.results_dir = Path(results) if results else Path(config.rootpath) / "results" / session.run_id
     config.perfgate = session  # type: ignore[attr-defined]
+    session.progress = TerminalProgress(config)  # start stages, phases, ramps as they happen (-q: results only)
     # A background job of a script inherits SIGINT ignored; `kill -INT` must still stop the run
     # (PERFGATE_KEEP_SIGINT_IGNORED=1 keeps it ignored).
     restore_sigint()

@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(f"perfgate ab run: {line}", file=sys.stderr, flush=True)
 
+    pg.progress = lambda line, **_: log(line)  # each server's start stages
+
     log(f"A = vLLM {a.vllm_version} ({a.python}), B = vLLM {b.vllm_version} ({b.python}); {args.repeats} "
         f"repeat(s) a side of {args.profile}/{args.scenario}, interleaved A B A B"
         + (", one server at a time" if args.one_at_a_time else ", both servers up"))

@@ -87,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
+    size = f"{scenario.num_requests} requests" if scenario.num_requests else f"{scenario.duration_s:g} s"
+    print(f"started, {size}, {scenario.workload().rsplit(', ', 1)[0]}, against {args.base_url}", file=sys.stderr,
+          flush=True)
     result, model = runner(_bench(args, scenario, api_key, goodput, stream))
 
     from perfgate.load.metrics import format_table

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from perfgate._errors import ConfigError
+from perfgate.core.progress import to_stderr
 from perfgate.serving.gpu_holders import check_gpu_free, reap_stale
 from perfgate.serving.sigint import restore_sigint
 
@@ -56,11 +57,12 @@ def run(args: argparse.Namespace) -> int:
     model_path = resolve_model(profile.model)
     doctor_check(profile, model_path, gpu_memory_gib=parse_memory(args.gpu_memory) if args.gpu_memory else None)
     log = args.log or Path("results") / f"serve-{profile.name}.log"
-    server = VllmServer(profile, model_path, log_path=log, port=args.port)
+    # Each start stage (weights, compile, KV cache, ...) is a line on stderr as vLLM logs it.
+    server = VllmServer(profile, model_path, log_path=log, port=args.port, progress=to_stderr)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
+        print(f"starting {profile.display_command(model_path)}", file=sys.stderr)
         server.start()
-        print(f"starting {profile.display_command(model_path)}\n  log: {log}", file=sys.stderr)
         took = server.wait_healthy()
         print(f"healthy after {took:.1f} s: {server.base_url} (model {profile.served_model_name}, "
               f"tokenizer {model_path}); Ctrl-C stops it", file=sys.stderr)

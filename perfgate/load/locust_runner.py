@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from perfgate._errors import ConfigError, PerfgateError
+from perfgate.core.progress import Progress, silent
 from perfgate.core.records import RequestRecord
 from perfgate.load.metrics import compute_metrics, mismatch_summary
+from perfgate.load.ramp_progress import RampWatch, wait_polling
 from perfgate.load.scenario import ClosedLoop, OpenLoop, Scenario, load_scenario
 from perfgate.load.stream import PromptStream, new_nonce
 from perfgate.serving.server import tail
@@ -197,7 +199,7 @@ def run_locust(base_url: str, scenario: Scenario | str, *, model: str, tokenizer
                warmup_s: float = 0.0, stop_timeout_s: float = 30.0, timeout_s: float | None = None,
                goodput_slos_ms: dict[str, float] | None = None, locustfile: Path | None = None,
                extra_args: tuple[str, ...] = (), launcher: tuple[str, ...] = (),
-               prompt_stream: PromptStream | None = None) -> LocustResult:
+               prompt_stream: PromptStream | None = None, progress: Progress = silent) -> LocustResult:
     """Run perfgate's Locust LLM user headless in a child process and measure from its raw records.
 
     ``users`` defaults to the scenario's concurrency, ``spawn_rate`` to ``users`` (all within a second),
@@ -207,7 +209,7 @@ def run_locust(base_url: str, scenario: Scenario | str, *, model: str, tokenizer
     whole process group is ended. Raises LocustRunError when Locust fails to start or crashes.
     ``extra_args`` go to Locust as they are; ``launcher`` prefixes the command (``("taskset", "-c", "1")``).
     ``prompt_stream``: where the users' prompts come from (default: a fresh nonce, repeat 0); its seed
-    replaces the scenario's in the scenario file the users read.
+    replaces the scenario's in the scenario file the users read. ``progress`` gets a line per ramp stage.
     """
     if isinstance(scenario, str):
         scenario = load_scenario(scenario)
@@ -264,7 +266,8 @@ def run_locust(base_url: str, scenario: Scenario | str, *, model: str, tokenizer
                                 env=env, cwd=results_dir, start_new_session=True)
         timed_out = False
         try:
-            returncode = proc.wait(timeout=timeout_s)
+            returncode = (wait_polling(proc, timeout_s, RampWatch(log_path, stages, progress).poll) if ramp
+                          else proc.wait(timeout=timeout_s))
         except subprocess.TimeoutExpired:
             timed_out = True
             returncode = _end_group(proc)

@@ -63,7 +63,7 @@ def launch_target(pg: PerfgateSession, name: str, add_finalizer: Callable[[Calla
             break
         log_path = pg.path("servers", f"{name}-{n}.log")
     server = VllmServer(profile, model_path, log_path=log_path, api_key=pg.api_key,
-                        extra_env={RUN_ID_ENV: pg.run_id}, python=python or sys.executable)
+                        extra_env={RUN_ID_ENV: pg.run_id}, python=python or sys.executable, progress=pg.progress)
     add_finalizer(server.stop)
     record = ServerRecord(name, None, str(server.log_path), profile.display_command(model_path))
     pg.servers.append(record)

@@ -19,6 +19,7 @@ from perfgate.core.phase import PhaseResult
 from perfgate.load.scenario import Scenario, load_scenario
 from perfgate.report.tables import table
 from perfgate.run.measure import measure_phase
+from perfgate.run.phase_lines import phase_result_line, phase_started_line
 from perfgate.run.session import PerfgateSession
 from perfgate.run.source import LocustLoad
 from perfgate.run.target import Target
@@ -115,9 +116,11 @@ class PhaseRunner:
     async def _measure_one(self, spec: Scenario, done: list[PhaseResult]) -> PhaseResult:
         self._require_alive("before")
         repeat = sum(1 for p in self.session.phases if p.profile == self.target.profile and p.scenario == spec.name)
+        self.session.progress(phase_started_line(self.target.profile, spec.name, repeat, spec))
         phase = await measure_phase(self.target, spec, results_dir=self.results_dir, repeat=repeat,
                                     nonce=self.session.prompt_nonce,
                                     throttle_limit_pct=self.gate_settings.throttle_limit_pct)
+        self.session.progress(phase_result_line(phase), result=True)
         done.append(phase)
         self.session.add_phase(phase)
         if self._hook is not None:
@@ -160,15 +163,19 @@ class PhaseRunner:
         """
         spec = self._scenario(scenario)
         self._require_alive("before")
-        source = LocustLoad(ramp=ramp, processes=processes)
-        repeat = sum(1 for p in self.session.phases if p.profile == self.target.profile
-                     and p.scenario == source.phase_name(spec))
+        name = LocustLoad(ramp=ramp).phase_name(spec)
+        repeat = sum(1 for p in self.session.phases if p.profile == self.target.profile and p.scenario == name)
+        said = f"{self.target.profile}/{name} repeat {repeat}"
+        source = LocustLoad(ramp=ramp, processes=processes,
+                            progress=lambda line, **kw: self.session.progress(f"{said}: {line}", **kw))
+        self.session.progress(phase_started_line(self.target.profile, name, repeat, spec, ramp=ramp))
         try:
             phase = await measure_phase(self.target, spec, results_dir=self.results_dir, repeat=repeat,
                                         nonce=self.session.prompt_nonce, source=source,
                                         throttle_limit_pct=self.gate_settings.throttle_limit_pct)
         except PerfgateError as exc:
             self.fail(str(exc))
+        self.session.progress(phase_result_line(phase), result=True)
         self.phases.setdefault(phase.scenario, []).append(phase)
         self.session.add_phase(phase)
         self._require_alive("during", phase)

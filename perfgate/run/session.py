@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from perfgate.core.phase import PhaseResult, write_json_atomic
+from perfgate.core.progress import Progress, silent
 from perfgate.load.stream import new_nonce
 
 
@@ -48,6 +49,9 @@ class PerfgateSession:
     verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     live_pids: set[int] = field(default_factory=set)
+    # Where progress lines go (server start stages, phase start and result, Locust ramp stages): nowhere by
+    # default; the pytest plugin sets its terminal writer, the CLI stderr.
+    progress: Progress = field(default=silent, repr=False, compare=False)
 
     def path(self, *parts: str) -> Path:
         return self.results_dir.joinpath(*parts)

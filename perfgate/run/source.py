@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from perfgate.core.progress import Progress, silent
 from perfgate.core.records import RequestRecord
 from perfgate.load.engine import LoadResult, run_load
 from perfgate.load.locust_runner import LocustRunError, run_locust
@@ -80,6 +81,7 @@ class LocustLoad:
 
     ramp: str
     processes: int | None = None
+    progress: Progress = field(default=silent, repr=False, compare=False)  # a line per ramp stage change
 
     def phase_name(self, scenario: Scenario) -> str:
         return f"{scenario.name}-locust"
@@ -101,7 +103,7 @@ class LocustLoad:
             result = await asyncio.to_thread(
                 run_locust, target.base_url, scenario, model=target.served_model_name, tokenizer=target.tokenizer,
                 results_dir=results_dir / "locust" / stem, ramp=self.ramp, processes=self.processes,
-                api_key=target.api_key, prompt_stream=stream)
+                api_key=target.api_key, prompt_stream=stream, progress=self.progress)
         except LocustRunError as exc:  # keep what the users recorded before Locust failed
             if exc.result is not None:
                 sink += exc.result.records

@@ -23,9 +23,11 @@ from typing import Protocol
 import httpx
 
 from perfgate._errors import ServerError
+from perfgate.core.progress import Progress, silent
 from perfgate.serving import watchdog
 from perfgate.serving.gpu_holders import check_gpu_free, start_failure_fix
 from perfgate.serving.profile import Profile
+from perfgate.serving.startup_stages import StartupWatch
 from perfgate.serving.watchdog import OWNER_ENV, RUN_ID_ENV
 from perfgate.serving.watchdog import start_ticks as _start_ticks
 
@@ -110,8 +112,9 @@ class VllmServer:
 
     def __init__(self, profile: Profile, model_path: str, *, log_path: Path, port: int | None = None,
                  api_key: str | None = None, python: str = sys.executable,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, progress: Progress = silent) -> None:
         self.profile = profile
+        self.progress = progress  # start stages, read from the log while wait_healthy polls
         self.model_path = model_path
         self.log_path = Path(log_path)
         self.host = profile.host
@@ -195,6 +198,8 @@ class VllmServer:
                                          stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         _LIVE.add(self)
         _SESSIONS[self.proc.pid] = _start_ticks(self.proc.pid) or 0
+        self._stages = StartupWatch(self.profile.name, self.log_path, self.progress, self.started_at,
+                                    pid=self.proc.pid)
         return self
 
     def wait_healthy(self, timeout_s: float | None = None) -> float:
@@ -213,9 +218,11 @@ class VllmServer:
                         log_path=str(self.log_path),
                         fix=start_failure_fix(self.log_tail(400)))
                 self.pids()  # remember the engine processes while they are easy to find
+                self._stages.poll()
                 try:
                     if client.get(self.base_url + "/health").status_code == 200:
                         self.healthy_after_s = time.monotonic() - self.started_at
+                        self._stages.healthy(self.healthy_after_s)
                         return self.healthy_after_s
                 except httpx.HTTPError:
                     pass
