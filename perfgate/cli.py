@@ -1,7 +1,8 @@
 """``perfgate``: the command line. Each subcommand lives in ``perfgate/commands/<name>.py``.
 
 Every command turns a ``PerfgateError`` into its message and exit code 2 (1 means "the check ran and
-failed", as in lint and doctor refusals), never a traceback.
+failed", as in lint and doctor refusals), never a traceback. Commands that return a verdict (``compare``,
+``ab``, ``ab run``) exit 0 pass, 1 regressed, 3 inconclusive, 2 bad input (``perfgate.verdict.exit_codes``).
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ import importlib
 import sys
 
 from perfgate._errors import PerfgateError
+from perfgate.verdict.exit_codes import EPILOG, EXIT_USAGE
 
 # name -> module under perfgate.commands; each module has `register(subparsers)` which adds its parser
 # and sets `func` (args -> int exit code).
-COMMANDS = ("profiles", "lint", "doctor", "slos", "model", "serve", "bench", "baselines", "ab", "metrics",
-            "junit_check")  # junit_check registers `perfgate junit-check`
+COMMANDS = ("profiles", "lint", "doctor", "slos", "model", "serve", "bench", "baselines", "compare", "ab",
+            "metrics", "junit_check")  # junit_check registers `perfgate junit-check`
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="perfgate", description="Performance regression gate for vLLM serving.")
+    parser = argparse.ArgumentParser(prog="perfgate", description="Performance regression gate for vLLM serving.",
+                                     epilog=f"{EPILOG} (the verdict commands: compare, ab, ab run).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except PerfgateError as exc:
         print(f"perfgate {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

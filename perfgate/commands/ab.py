@@ -1,6 +1,10 @@
 """``perfgate ab``: A/B of two launch profiles over a saved run's phase results (repeats of each).
 
 ``perfgate ab run`` (perfgate/commands/ab_run.py) runs an A/B of two Python environments instead.
+
+Exit code (perfgate.verdict.exit_codes): 1 when B is significantly worse than A on any metric; 3 when a side
+has one repeat (no noise estimate, no verdict); else 0; 2 bad input. The A/B asks "which is better"
+(two-sided, no margin): 0 means B was not shown worse, not that it was shown equal.
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ from perfgate.commands import ab_run
 from perfgate.core.results import read_phase_results
 from perfgate.report.tables import table
 from perfgate.verdict.ab import ab_compare
+from perfgate.verdict.exit_codes import EPILOG, ab_exit_code
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ab", help="compare two profiles on one scenario from a saved run (repeats of each)")
+    p = sub.add_parser("ab", help="compare two profiles on one scenario from a saved run (repeats of each)",
+                       epilog=f"{EPILOG}. Here: 1 when B is significantly worse than A on any metric, 3 "
+                              "when a side has one repeat (no verdict), else 0 (B not shown worse).")
     p.add_argument("--results", type=Path, metavar="DIR", help="results directory of the run")
     p.add_argument("--a", metavar="PROFILE", help="the reference profile (e.g. defaults)")
     p.add_argument("--b", metavar="PROFILE", help="the candidate profile (e.g. optimized)")
@@ -54,4 +61,4 @@ def run(args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as exc:
         raise ConfigError(str(exc).strip("'\""), fix="see `perfgate metrics`, or drop --paired") from None
     print(table(verdict))
-    return 0
+    return ab_exit_code(verdict)

@@ -3,8 +3,9 @@
     perfgate ab run --a-python .venv/bin/python --b-python .venv-candidate/bin/python \
         --profile cpu-tiny --scenario cpu-closed --repeats 3 --results results/upgrade-ab
 
-Exit codes: 0 B is not worse (the gate PASSes B against A's interleaved repeats), 1 B is worse (REGRESSED),
-3 inconclusive (undecided, or a side's run was invalid), 2 bad input or a server that could not start.
+Exit codes (perfgate.verdict.exit_codes): 0 B is not worse (the gate PASSes B against A's interleaved
+repeats), 1 B is worse (REGRESSED), 3 inconclusive (undecided, or a side's run was invalid), 2 bad input or a
+server that could not start.
 """
 
 from __future__ import annotations

@@ -35,10 +35,12 @@ from perfgate.run.target import Target, server_version
 from perfgate.serving._vllm_argspec import find_vllm_version
 from perfgate.verdict.ab import AbVerdict, ab_compare
 from perfgate.verdict.baseline import baseline_from_phases
-from perfgate.verdict.gate import INVALID, PASS, REGRESSED, GateVerdict, compare
+from perfgate.verdict.exit_codes import EXIT_INCONCLUSIVE, EXIT_USAGE, EXIT_WORSE, gate_exit_code  # noqa: F401
+from perfgate.verdict.exit_codes import EXIT_PASS as EXIT_NOT_WORSE  # noqa: F401
+from perfgate.verdict.gate import INVALID, PASS, GateVerdict, compare
 from perfgate.verdict.gate_settings import load_gate_settings
 
-EXIT_NOT_WORSE, EXIT_WORSE, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+# EXIT_*: perfgate.verdict.exit_codes' (one mapping for every verdict command), still importable from here.
 ENV_FIX = ("point --a-python/--b-python at the `bin/python` of an environment with vLLM installed; "
            "make a candidate one with `bash scripts/setup-candidate.sh VERSION`")
 
@@ -106,9 +108,7 @@ class EnvAbResult:
 
     @property
     def exit_code(self) -> int:
-        if self.gate.status == REGRESSED:
-            return EXIT_WORSE
-        return EXIT_NOT_WORSE if self.gate.passed else EXIT_INCONCLUSIVE
+        return gate_exit_code(self.gate)
 
     def headline(self) -> str:
         """``vLLM 0.32.0 → 0.31.0: PASS; output_throughput -3.1 % [-9.0, +3.2]`` (B relative to A)."""
