@@ -8,6 +8,7 @@ in seconds. Nothing here imports pytest.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 
 from perfgate._errors import PerfCheckFailed, PerfgateError
+from perfgate.core.catalog import KEY_METRICS
 from perfgate.core.phase import PhaseResult
 from perfgate.load.scenario import Scenario, load_scenario
 from perfgate.report.tables import table
@@ -24,7 +26,7 @@ from perfgate.run.session import PerfgateSession
 from perfgate.run.source import LocustLoad
 from perfgate.run.target import Target
 from perfgate.serving.server import VllmServer, tail
-from perfgate.verdict.baseline import baseline_path, find_baseline, load_request_latencies, write_baseline
+from perfgate.verdict.baseline import baseline_path, find_baseline, write_baseline
 from perfgate.verdict.gate import INCONCLUSIVE, NEW, REGRESSED, GateVerdict, compare
 from perfgate.verdict.gate_settings import GateSettings, load_gate_settings
 from perfgate.verdict.slo_files import load_slos
@@ -35,18 +37,18 @@ def raise_check_failed(message: str) -> None:
 
 
 class PhaseRunner:
-    def __init__(self, target: Target, session: PerfgateSession, *, benchmark_provider: Callable[[], Any] | None = None,
-                 hook: Any = None, config: Any = None, test_id: str = "",
+    def __init__(self, target: Target, session: PerfgateSession, *, hook: Any = None, config: Any = None,
+                 test_id: str = "",
                  fail: Callable[[str], None] = raise_check_failed,
                  properties: list[tuple[str, object]] | None = None) -> None:
         self.target = target
         self.session = session
-        self._benchmark_provider = benchmark_provider
         self._hook = hook
         self._config = config
         self.test_id = test_id
         self._fail = fail
-        # The test's JUnit properties (pytest's item.user_properties): the gate's verdict per phase key.
+        # The test's JUnit properties (pytest's item.user_properties): the gate's verdict and the key metrics
+        # per phase key.
         self._properties = properties
         self.phases: dict[str, list[PhaseResult]] = {}
         self._settings: GateSettings | None = None
@@ -98,7 +100,7 @@ class PhaseRunner:
                 await self._measure_one(spec, done)
             # In the report even when an SLO assertion fails the test before assert_no_regression runs.
             self._keep_gate_verdict(self._judge(spec.name))
-        self._record_benchmark(done)
+        self._keep_key_metrics(done)
         last = done[-1]
         if not allow_invalid and not all(p.valid for p in done):
             reasons = sorted({r for p in done for r in p.invalid_reasons})
@@ -178,6 +180,7 @@ class PhaseRunner:
         self.session.progress(phase_result_line(phase), result=True)
         self.phases.setdefault(phase.scenario, []).append(phase)
         self.session.add_phase(phase)
+        self._keep_key_metrics(self.phases[phase.scenario])
         self._require_alive("during", phase)
         if not allow_invalid and not phase.valid:
             self.fail(f"INVALID Locust run of {phase.key}:\n  " + "\n  ".join(phase.invalid_reasons))
@@ -208,32 +211,6 @@ class PhaseRunner:
         saved = f"partial results saved in {self.results_dir}" if phase else f"results so far in {self.results_dir}"
         self.fail(f"the vLLM server for profile {self.target.profile} {problem} ({when} the phase); {saved}\n"
                   f"--- last lines of {log_path} ---\n{tail(Path(log_path), 30) if log_path else '(attached server)'}")
-
-    def _record_benchmark(self, phases: list[PhaseResult]) -> None:
-        """pytest-benchmark sees each request's E2E latency as one round, and every metric as extra_info.
-
-        So --benchmark-save/--benchmark-compare and `pytest-benchmark compare` work on latency; the verdict
-        itself is perfgate's gate (pytest-benchmark's compare is timing-only and lower-is-better).
-        """
-        if self._benchmark_provider is None:
-            return
-        try:
-            benchmark = self._benchmark_provider()
-        except Exception:  # pytest-benchmark not active (e.g. -p no:benchmark)
-            return
-
-        latencies = [ms / 1000.0 for p in phases
-                     for ms in load_request_latencies(p, self.results_dir).get("e2el_ms", [])]
-        benchmark.extra_info.update({k: v for k, v in phases[-1].metrics.items()})
-        benchmark.extra_info["perfgate_key"] = phases[-1].key
-        benchmark.extra_info["repeats"] = len(phases)
-        if getattr(benchmark, "_mode", None) or not latencies:
-            return
-        benchmark._mode = "perfgate.measure(...)"
-        if benchmark.enabled:
-            stats = benchmark._make_stats(1)
-            for value in latencies:
-                stats.update(value)
 
     # -- verdicts ------------------------------------------------------------------------------------
     def assert_slos(self, phase: PhaseResult):
@@ -320,6 +297,24 @@ class PhaseRunner:
         self._properties[:] = [(n, v) for n, v in self._properties
                                if not (n == "perfgate_gate" and str(v).startswith(f"{verdict.key}: "))]
         self._properties.append(("perfgate_gate", value))
+
+    def _keep_key_metrics(self, phases: list[PhaseResult]) -> None:
+        """Into the test's JUnit properties: ``perfgate_metric:KEY:METRIC`` for each key metric of the catalog
+        (``MetricSpec.key_metric``) the phase measured, and ``perfgate_repeats:KEY``. The value is the mean over
+        the phase's repeats, the figure summary.md's table and the gate's ``current`` column show (replaced as
+        repeats are added)."""
+        if self._properties is None or not phases:
+            return
+        key = phases[-1].key
+        prefix, repeats = f"perfgate_metric:{key}:", f"perfgate_repeats:{key}"
+        kept = [(n, v) for n, v in self._properties if not (n.startswith(prefix) or n == repeats)]
+        for metric in KEY_METRICS:
+            values = [float(p.metrics[metric]) for p in phases if isinstance(p.metrics.get(metric), (int, float))
+                      and not isinstance(p.metrics[metric], bool) and math.isfinite(p.metrics[metric])]
+            if values:
+                kept.append((prefix + metric, f"{sum(values) / len(values):.6g}"))
+        kept.append((repeats, str(len(phases))))
+        self._properties[:] = kept
 
 
 def _vkey(phase: PhaseResult) -> str:
