@@ -29,6 +29,6 @@ case "$flavour" in
   *) echo "usage: bash scripts/setup.sh [cpu|gpu]" >&2; exit 2 ;;
 esac
 .venv/bin/python - <<'PY'
-import importlib.metadata as md, vllm, torch, pynvml, pytest_asyncio  # noqa: F401  (fail here, not in a test)
+import importlib.metadata as md, vllm, torch, pynvml, pytest_benchmark, pytest_asyncio  # noqa: F401  (fail here, not in a test)
 print(f"perfgate ready: vllm {vllm.__version__}, torch {torch.__version__}, locust {md.version('locust')}")
 PY

@@ -7,7 +7,7 @@ session's cpu-tiny vLLM server (the one perf_tests/ shares: no new server), meas
 scenario in two calls of one repeat each (so the properties must be replaced, not appended, as repeats are
 added), and writes a real JUnit file. The expected figures are read back from the phase files it saved.
 
-pytest-benchmark is not used by perfgate (docs/guide.md says why): its fixture times a callable in-process,
+Phases are not recorded in pytest-benchmark (docs/guide.md says why): its fixture times a callable in-process,
 and a phase is a window measured on a server by an async engine.
 """
 
