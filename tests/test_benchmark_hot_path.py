@@ -31,7 +31,7 @@ def saved_runs(storage: Path) -> dict[str, Path]:
     return {p.name: p for p in storage.glob("*/*.json")}
 
 
-@pytest.mark.slow  # three child pytest runs: about 10 s on two idle cores
+@pytest.mark.slow  # three child pytest runs: 8 s measured on the 2-core dev machine (others working on it)
 def test_benchmarks_save_then_compare_against_the_saved_run(pytester: pytest.Pytester,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)  # e.g. --benchmark-disable from outside
