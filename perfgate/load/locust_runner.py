@@ -164,11 +164,11 @@ class LocustResult:
 
 
 def default_locustfile() -> Path:
-    """``perf_tests/locustfile.py`` in the current directory, else in the checkout perfgate runs from."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        if (candidate := base / "perf_tests" / "locustfile.py").is_file():
-            return candidate
-    raise ConfigError("perf_tests/locustfile.py not found", fix="run from the perfgate checkout or pass locustfile=")
+    """``perf_tests/locustfile.py`` in the current directory (a project's own users), else the packaged
+    ``perfgate/load/locustfile.py``: an installed perfgate drives Locust with no file of the project's."""
+    if (candidate := Path.cwd() / "perf_tests" / "locustfile.py").is_file():
+        return candidate
+    return Path(__file__).with_name("locustfile.py")
 
 
 def locust_command(base_url: str, scenario_file: Path, *, model: str, tokenizer: str, results_dir: Path,
