@@ -294,6 +294,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         if entry.get("gate") is not None:  # opens with what changed since the baseline (vLLM a → b, flags)
             gate = entry["gate"]
             tr.write_line(gate.headline(), red=not gate.passed, yellow=gate.passed and gate.status == "new")
+        if entry.get("capacity") is not None:  # capacity at the SLO: its bracket and gate (perfgate/run/capacity.py)
+            capacity = entry["capacity"]
+            tr.write_line(capacity.headline(), red=not capacity.passed,
+                          yellow=capacity.passed and capacity.status != "pass")
         if entry.get("baseline_diff"):
             tr.write_line(f"baseline written for {key}:")
             for line in str(entry["baseline_diff"]).splitlines():

@@ -161,6 +161,48 @@ class SelfCheck(_Strict):
     min_achieved_rate_ratio: float = Field(0.95, gt=0, le=1)
 
 
+class Sweep(_Strict):
+    """``[sweep]``: how ``perfgate.capacity`` sweeps an open-loop scenario's offered rate (``perfgate.load.sweep``).
+
+    Rates climb from ``start_rate`` by ``growth`` (at most ``max_climb_points`` points, none above
+    ``max_rate``, which is measured itself when the climb would pass it) until a point fails its SLOs or
+    saturates; then up to ``refine_steps`` bisections narrow [highest passing, lowest failing), stopping once
+    the bracket is narrower than ``resolution`` of its upper end. When the capacity gate is INCONCLUSIVE, up
+    to ``extra_refine_steps`` more points are measured where they decide it. Each point is one measured window
+    of ``point_duration_s`` seconds or ``point_requests`` requests (exactly one of them).
+    """
+
+    start_rate: float = Field(gt=0, description="requests per second of the first point")
+    growth: float = Field(2.0, gt=1, description="each climbing point offers this many times the last")
+    max_rate: float = Field(gt=0, description="no point offers more (req/s)")
+    max_climb_points: int = Field(6, ge=1, le=30)
+    refine_steps: int = Field(3, ge=0, le=20)
+    extra_refine_steps: int = Field(2, ge=0, le=20)
+    resolution: float = Field(0.05, gt=0, lt=1, description="stop bisecting below this relative width")
+    point_duration_s: float | None = Field(None, gt=0)
+    point_requests: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_window_and_ordered(self) -> Sweep:
+        if (self.point_duration_s is None) == (self.point_requests is None):
+            raise ValueError("give exactly one of point_duration_s and point_requests (each point's measured "
+                             "window)")
+        if self.max_rate < self.start_rate:
+            raise ValueError(f"max_rate ({self.max_rate:g}) must be >= start_rate ({self.start_rate:g})")
+        return self
+
+    def climb_rates(self) -> list[float]:
+        """The climbing schedule: start_rate x growth^i, at most max_climb_points, capped by max_rate."""
+        rates: list[float] = []
+        rate = self.start_rate
+        while len(rates) < self.max_climb_points:
+            rates.append(min(rate, self.max_rate))
+            if rate >= self.max_rate:
+                break
+            rate *= self.growth
+        return rates
+
+
 class Scenario(_Strict):
     name: str
     description: str = Field(min_length=1)
@@ -181,6 +223,37 @@ class Scenario(_Strict):
     # Request timeout (whole request), seconds. A request past it is recorded as errors_timeout.
     request_timeout_s: float = Field(600.0, gt=0)
     seed: int = 0
+    # Set for a capacity scenario (``perfgate.capacity``); a plain measurement runs one point at [load].rate.
+    sweep: Sweep | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sweep_window_is_the_default_window(cls, data: object) -> object:
+        """A sweep scenario need not repeat its point window at the top: a plain measurement of it (one
+        window at [load].rate) then lasts one point's window."""
+        if isinstance(data, dict) and isinstance(data.get("sweep"), dict) \
+                and data.get("num_requests") is None and data.get("duration_s") is None:
+            sweep = data["sweep"]
+            if sweep.get("point_duration_s") is not None:
+                data = {**data, "duration_s": sweep["point_duration_s"]}
+            elif sweep.get("point_requests") is not None:
+                data = {**data, "num_requests": sweep["point_requests"]}
+        return data
+
+    @model_validator(mode="after")
+    def _sweep_needs_an_open_loop(self) -> Scenario:
+        if self.sweep is not None and not isinstance(self.load, OpenLoop):
+            raise ValueError("a [sweep] varies the offered request rate, so [load] must be open loop "
+                             "(kind = \"open\")")
+        return self
+
+    def at_rate(self, rate: float) -> Scenario:
+        """One sweep point: this scenario offered at ``rate`` for the [sweep] point window."""
+        if self.sweep is None or not isinstance(self.load, OpenLoop):
+            raise ValueError(f"scenario {self.name} has no [sweep] table")
+        return self.model_copy(update={
+            "load": self.load.model_copy(update={"rate": rate}), "sweep": None,
+            "duration_s": self.sweep.point_duration_s, "num_requests": self.sweep.point_requests})
 
     @field_validator("shared_prefix_tokens")
     @classmethod
@@ -228,6 +301,12 @@ class Scenario(_Strict):
                 else f"open loop {self.load.arrival} {self.load.rate:g} req/s"
                      + (f" burstiness {self.load.burstiness:g}" if self.load.arrival == "gamma" else ""))
         count = f"{self.num_requests} requests" if self.num_requests else f"{self.duration_s:g} s"
+        if self.sweep is not None:
+            sweep = self.sweep
+            load = (f"open loop {self.load.arrival}, offered rate swept from {sweep.start_rate:g} req/s (x"
+                    f"{sweep.growth:g}, at most {sweep.max_rate:g})")
+            count = (f"{sweep.point_requests} requests" if sweep.point_requests
+                     else f"{sweep.point_duration_s:g} s") + " per point"
         prefix = (f" (first {self.shared_prefix_tokens} shared within a phase)" if self.shared_prefix_tokens
                   else "")
         return (f"{self.endpoint}, prompt {_describe(self.prompt_tokens)} tok{prefix}, output "

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from perfgate._errors import PerfgateError, ResultsDirError
 from perfgate.core.fmt import format_value
 from perfgate.core.phase import PhaseResult
-from perfgate.core.results import read_phase_results, write_run_json
+from perfgate.core.results import jsonable, read_phase_results, write_run_json
 from perfgate.report import plots as P
+from perfgate.report.capacity import capacity_section, plot_capacity
 from perfgate.report.markdown import render_summary
 from perfgate.verdict.baseline import find_baseline
 from perfgate.verdict.slo_files import load_slos
@@ -25,6 +26,7 @@ from perfgate.verdict.slo_files import load_slos
 if TYPE_CHECKING:
     from perfgate.verdict.ab import AbVerdict
     from perfgate.verdict.baseline import Baseline
+    from perfgate.verdict.capacity import CapacityVerdict
     from perfgate.verdict.gate import GateVerdict
     from perfgate.verdict.slo import SloSet, SloVerdict
 
@@ -82,12 +84,15 @@ def write_report(results_dir: Path | str, phases: Sequence[PhaseResult], *,
                  ab_verdicts: Sequence[AbVerdict] = (), baselines: dict[str, Baseline] | None = None,
                  slo_sets: dict[str, SloSet] | None = None, title: str = "perfgate run",
                  make_plots: bool = True, redact: Callable[[str], str] | None = None,
-                 extra: dict[str, Any] | None = None) -> ReportFiles:
+                 extra: dict[str, Any] | None = None,
+                 capacity_verdicts: Sequence[CapacityVerdict] = ()) -> ReportFiles:
     """Write run.json, summary.md and plots under ``results_dir``; paths in the Markdown are relative.
 
     ``baselines`` and ``slo_sets`` are keyed by ``PhaseResult.key``; they add the baseline's CDF and the
     SLO bounds to the plots. Sweeps (one profile, one scenario, several ``offered_rate`` values) get a
-    throughput/P99-vs-offered plot. ``redact`` filters every string written (an API key never leaks).
+    throughput/P99-vs-offered plot. ``capacity_verdicts`` (``perfgate.capacity`` sweeps) get their own
+    section and throughput-vs-latency plot, and count in run.json's ``passed``. ``redact`` filters every string
+    written (an API key never leaks).
     """
     results_dir = Path(results_dir)
     baselines, slo_sets = baselines or {}, slo_sets or {}
@@ -120,6 +125,16 @@ def write_report(results_dir: Path | str, phases: Sequence[PhaseResult], *,
             made_sweep = P.plot_sweep(plot_dir / f"{gpu}__{scenario}__sweep.png", group, slo_max)
             if made_sweep is not None:
                 plots.setdefault(f"sweep:{gpu}/{scenario}", []).append(made_sweep)
+    capacity_md: list[str] = []
+    for verdict in capacity_verdicts:
+        made_capacity = (plot_capacity(results_dir / "plots" / f"{_slug(verdict.key)}__capacity.png", verdict)
+                         if make_plots else None)
+        if made_capacity is not None:
+            plots[f"capacity:{verdict.key}"] = [made_capacity]
+        gpu, profile, scenario = verdict.key.split("/")
+        sweep_file = results_dir / "capacity" / f"{profile}__{scenario}" / "sweep.json"
+        capacity_md += capacity_section(verdict, str(made_capacity.relative_to(results_dir)) if made_capacity else None,
+                                        str(sweep_file.relative_to(results_dir)) if sweep_file.exists() else None)
     rel = {k: [str(p.relative_to(results_dir)) for p in v] for k, v in plots.items()}
     phase_files = {key: sorted({f for p in group for f in p.artifacts.values()}
                                | {f"phases/{p.profile}__{p.scenario}__r{p.repeat}.json" for p in group
@@ -132,12 +147,20 @@ def write_report(results_dir: Path | str, phases: Sequence[PhaseResult], *,
             for key in groups:
                 if key.startswith(f"{gpu}/") and key.endswith(f"/{scenario}"):
                     md_plots.setdefault(key, []).extend(v)
+    extra = dict(extra or {})
+    if capacity_verdicts:  # run.json's "passed" counts the capacity gates too (write_run_json knows phases)
+        extra["capacity"] = [{**jsonable(v), "passed": v.passed} for v in capacity_verdicts]
+        extra["passed"] = (all(p.valid for p in phases) and all(v.passed for v in [*slo_verdicts, *gate_verdicts])
+                           and all(v.passed for v in capacity_verdicts))
     run_json = write_run_json(results_dir / "run.json", phases, slo_verdicts=slo_verdicts,
                               gate_verdicts=gate_verdicts, ab_verdicts=ab_verdicts, plots=rel, redact=redact,
                               extra=extra)
     summary = render_summary(phases, slo_verdicts=slo_verdicts, gate_verdicts=gate_verdicts,
                              ab_verdicts=ab_verdicts, baselines=baselines, plots=md_plots,
                              phase_files=phase_files, title=title)
+    if capacity_md:  # before the closing "Everything: run.json" line
+        head, sep, tail = summary.rpartition("Everything: [run.json]")
+        summary = (head + "\n".join(capacity_md) + "\n" + sep + tail) if sep else summary + "\n".join(capacity_md)
     summary_md = results_dir / "summary.md"
     tmp = summary_md.with_name(".summary.md.tmp")
     tmp.write_text(redact(summary) if redact else summary, encoding="utf-8")
@@ -153,8 +176,10 @@ def write_run_report(session: Any) -> ReportFiles:
     Baselines and SLO sets are looked up again for the plots; one that cannot be read is left out.
     """
 
-    slo, gate, ab = [], [], []
+    slo, gate, ab, capacity = [], [], [], []
     for entry in session.verdicts.values():
+        if entry.get("capacity") is not None:
+            capacity.append(entry["capacity"])
         if entry.get("slo") is not None:
             slo.append(entry["slo"])
         if entry.get("gate") is not None:
@@ -177,4 +202,5 @@ def write_run_report(session: Any) -> ReportFiles:
                         ab_verdicts=ab, baselines=baselines, slo_sets=slo_sets,
                         title=f"perfgate run {getattr(session, 'run_id', '')}".strip(),
                         redact=getattr(session, "redact", None),
-                        extra={"prompt_nonce": getattr(session, "prompt_nonce", None)})
+                        extra={"prompt_nonce": getattr(session, "prompt_nonce", None)},
+                        capacity_verdicts=capacity)

@@ -71,8 +71,17 @@ def plot_latency_cdf(path: Path, phases: Sequence[PhaseResult], results_dir: Pat
     return _save(fig, path)
 
 
-def plot_sweep(path: Path, phases: Sequence[PhaseResult], slo_max: dict[str, float] | None = None) -> Path | None:
-    """Completed rate and P99 latency against offered rate, one line per profile (mean, min-max bars)."""
+def plot_sweep(path: Path, phases: Sequence[PhaseResult], slo_max: dict[str, float] | None = None, *,
+               brackets: dict[str, tuple[float | None, float | None]] | None = None,
+               failing: dict[str, set[float]] | None = None, invalid: dict[str, set[float]] | None = None,
+               title: str | None = None) -> Path | None:
+    """Completed rate, and P99 and median latency, against offered rate, one line per profile (mean, min-max
+    bars), with the SLO bounds as dotted lines; latency on a log scale when it spans more than 30x.
+
+    For a capacity sweep: ``brackets`` (per profile, [highest passing, lowest failing)) is shaded green with
+    its ends marked, ``failing`` (per profile, the offered rates whose point failed) crossed out in red, and
+    ``invalid`` (rates whose window was invalid: neither end) ringed in grey.
+    """
     by_profile: dict[str, dict[float, list[PhaseResult]]] = {}
     for p in phases:
         rate = p.metrics.get("offered_rate")
@@ -81,25 +90,54 @@ def plot_sweep(path: Path, phases: Sequence[PhaseResult], slo_max: dict[str, flo
     if not any(len(rates) >= 2 for rates in by_profile.values()):
         return None
     plt = _pyplot()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7.5), sharex=True)
     top_rate = max(r for rates in by_profile.values() for r in rates)
     top.plot([0, top_rate], [0, top_rate], color="tab:gray", ls="--", lw=1, label="completed = offered")
+    series = ((top, "request_throughput", "o-", ""), (bottom, "p99_e2el_ms", "o-", "E2E P99"),
+              (bottom, "p99_ttft_ms", "s--", "TTFT P99"), (bottom, "median_e2el_ms", "o:", "E2E median"),
+              (bottom, "median_ttft_ms", "s:", "TTFT median"), (bottom, "p99_tpot_ms", "^-.", "TPOT P99"))
+    # One profile: a colour per latency (P99 and median alike), so each SLO line matches its curve.
+    colors = ({"p99_e2el_ms": "tab:blue", "median_e2el_ms": "tab:blue", "p99_ttft_ms": "tab:orange",
+               "median_ttft_ms": "tab:orange", "p99_tpot_ms": "tab:green"} if len(by_profile) == 1 else {})
     for profile, rates in sorted(by_profile.items()):
         xs = sorted(rates)
-        for ax, key, style in ((top, "request_throughput", "o-"), (bottom, "p99_e2el_ms", "o-"),
-                               (bottom, "p99_ttft_ms", "s--")):
+        for ax, key, style, name in series:
             stats = [_spread([q.metrics.get(key) for q in rates[x]]) for x in xs]
             pts = [(x, s) for x, s in zip(xs, stats) if s is not None]
             if not pts:
                 continue
-            label = profile if ax is top else f"{profile} {key.split('_')[1].upper()} P99"
             ax.errorbar([x for x, _ in pts], [s[0] for _, s in pts],
                         yerr=[[s[0] - s[1] for _, s in pts], [s[2] - s[0] for _, s in pts]],
-                        fmt=style, capsize=3, label=label)
-    for key, name in (("p99_e2el_ms", "E2E"), ("p99_ttft_ms", "TTFT")):
+                        fmt=style, capsize=3, label=f"{profile} {name}".strip(), alpha=0.6 if ":" in style else 1,
+                        color=colors.get(key))
+        for marked, look, text in ((failing, {"marker": "x", "color": "tab:red", "ms": 11, "mew": 2},
+                                    "point failed its SLOs or saturated"),
+                                   (invalid, {"marker": "o", "mfc": "none", "color": "tab:gray", "ms": 14, "mew": 2},
+                                    "window invalid (client or room): neither end")):
+            rates_marked = sorted((marked or {}).get(profile, set()) & set(xs))
+            ys = [_spread([q.metrics.get("request_throughput") for q in rates[x]]) for x in rates_marked]
+            if rates_marked:
+                top.plot([x for x, y in zip(rates_marked, ys) if y], [y[0] for y in ys if y], ls="none",
+                         label=f"{profile}: {text}", **look)
+    for key, name in (("p99_e2el_ms", "E2E P99"), ("p99_ttft_ms", "TTFT P99"), ("median_e2el_ms", "E2E median"),
+                      ("median_ttft_ms", "TTFT median"), ("p99_tpot_ms", "TPOT P99")):
         bound = (slo_max or {}).get(key)
         if bound is not None:
-            bottom.axhline(bound, color="tab:red", ls=":", lw=1.2, label=f"SLO {name} P99 <= {bound:,.0f} ms")
+            bottom.axhline(bound, color=colors.get(key, "tab:red"), ls=(0, (1, 1)), lw=1.6,
+                           label=f"SLO {name} <= {bound:,.0f} ms")
+            bottom.annotate(f"SLO {name}", (0, bound), xycoords=("axes fraction", "data"), xytext=(3, 2),
+                            textcoords="offset points", fontsize=7, color=colors.get(key, "tab:red"))
+    for profile, (lower, upper) in sorted((brackets or {}).items()):
+        right = upper if upper is not None else top_rate
+        text = (f"{profile}: capacity in [{lower or 0:.4g}, {upper:.4g}) req/s" if upper is not None
+                else f"{profile}: capacity >= {lower or 0:.4g} req/s (nothing failed)")
+        for ax in (top, bottom):
+            ax.axvspan(lower or 0.0, right, color="tab:green", alpha=0.12, lw=0)
+            if lower is not None:
+                ax.axvline(lower, color="tab:green", lw=1.2)
+            if upper is not None:
+                ax.axvline(upper, color="tab:red", lw=1.2, ls="--")
+        top.plot([], [], color="tab:green", lw=6, alpha=0.3, label=text)
     sustained = [(p.profile, p.metrics["max_sustained_rate"]) for p in phases
                  if isinstance(p.metrics.get("max_sustained_rate"), (int, float))]
     for profile, rate in dict(sustained).items():
@@ -107,15 +145,22 @@ def plot_sweep(path: Path, phases: Sequence[PhaseResult], slo_max: dict[str, flo
             ax.axvline(rate, color="tab:green", ls="-.", lw=1)
         top.annotate(f"{profile}: max sustained {rate:g} req/s", (rate, 0), textcoords="offset points",
                      xytext=(4, 8), fontsize=8, color="tab:green")
+    values = [v for p in phases for k in colors or ("p99_e2el_ms", "p99_ttft_ms")
+              if _num(v := p.metrics.get(k)) and v > 0]
+    log = bool(values) and max(values) / min(values) > 30
+    if log:  # TTFT and E2E differ by orders of magnitude: both stay readable
+        bottom.set_yscale("log")
     top.set_ylabel("completed (req/s)")
-    top.set_title(f"{phases[0].gpu_class}/{phases[0].scenario}: throughput and P99 latency vs offered load")
-    bottom.set_ylabel("P99 latency (ms)")
+    top.set_title(title or f"{phases[0].gpu_class}/{phases[0].scenario}: throughput and latency vs offered load",
+                  fontsize=10)
+    bottom.set_ylabel("latency (ms)")
     bottom.set_xlabel("offered rate (req/s)")
     for ax in (top, bottom):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="both" if ax is bottom and log else "major")
+        ax.legend(fontsize=7, loc="upper left" if ax is top else "best")
         ax.set_xlim(left=0)
-        ax.set_ylim(bottom=0)
+        if not (ax is bottom and log):
+            ax.set_ylim(bottom=0)
     return _save(fig, path)
 
 

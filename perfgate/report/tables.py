@@ -12,6 +12,8 @@ from typing import Any
 from perfgate.core.catalog import METRICS
 from perfgate.core.fmt import format_value, pct, text_table
 from perfgate.verdict.ab import BETTER, SAME, WORSE, AbVerdict
+from perfgate.verdict.capacity import CapacityVerdict
+from perfgate.verdict.capacity_baseline import Bracket, rate_text
 from perfgate.verdict.gate import (
     INCOMPARABLE,
     INCONCLUSIVE,
@@ -28,7 +30,8 @@ from perfgate.verdict.slo import PASS as SLO_PASS
 
 @singledispatch
 def table(verdict: Any, **_: Any) -> str:
-    raise TypeError(f"no table for {type(verdict).__name__}: a GateVerdict, SloVerdict or AbVerdict is expected")
+    raise TypeError(f"no table for {type(verdict).__name__}: a GateVerdict, SloVerdict, AbVerdict or "
+                    "CapacityVerdict is expected")
 
 
 @table.register
@@ -97,3 +100,48 @@ def _ab_table(verdict: AbVerdict) -> str:
                      r.verdict + (f" ({r.note})" if r.note else "")))
     lines = [head] + text_table(body, "  ")
     return "\n".join(lines + [f"note: {n}" for n in verdict.notes])
+
+
+@table.register
+def _capacity_table(verdict: CapacityVerdict) -> str:
+    """The capacity gate: the rule with its two thresholds, both brackets, then every point of this run."""
+    m = f"{verdict.min_effect:.0%}"
+    lines = [verdict.headline()]
+    if verdict.baseline is not None:
+        pass_at = rate_text(verdict.pass_at) if verdict.pass_at is not None else "- (baseline open above)"
+        regress_at = rate_text(verdict.regress_at) if verdict.regress_at is not None else "-"
+        lines.append(f"rule: REGRESSED if today's lowest failing rate <= baseline's highest passing / (1 + {m}) = "
+                     f"{regress_at}; PASS if today's highest passing rate >= baseline's lowest failing / (1 + {m}) "
+                     f"= {pass_at}; else INCONCLUSIVE (up to [sweep] extra_refine_steps points added where they "
+                     f"decide; {verdict.probes} added)")
+    lines += [f"why: {r}" for r in verdict.reasons]
+    body: list[tuple[str, ...]] = [("bracket", "highest passing", "lowest failing", "width", "points")]
+
+    def row(side: str, bracket: Bracket, points: int, sweeps: int) -> tuple[str, ...]:
+        width = (f"{(bracket.upper - bracket.low) / bracket.upper:.0%}" if bracket.upper else "open")
+        return (side, rate_text(bracket.lower) if bracket.lower is not None else "none",
+                rate_text(bracket.upper) if bracket.upper is not None else "none", width,
+                f"{points}" + (f" in {sweeps} sweeps" if sweeps > 1 else ""))
+
+    body.append(row("this run", verdict.current, sum(len(s.points) for s in verdict.sweeps), len(verdict.sweeps)))
+    if verdict.baseline is not None:
+        body.append(row("baseline", verdict.baseline, 0, 0)[:4] + ("",))
+    lines += text_table(body, "  ")
+    points: list[tuple[str, ...]] = [("offered", "stage", "verdict", "completed", "p99 TTFT", "p99 E2E", "why")]
+    for sweep in verdict.sweeps:
+        for p in sweep.points:
+            points.append((f"{rate_text(p.rate)} req/s", p.stage, p.verdict.replace("_", " ").upper()
+                           if not p.passed else "pass", format_value(p.metrics.get("request_throughput"), "req/s"),
+                           format_value(p.metrics.get("p99_ttft_ms"), "ms"),
+                           format_value(p.metrics.get("p99_e2el_ms"), "ms"), "; ".join(p.reasons[:2])[:160]))
+    lines += text_table(points, "  ")
+    bounds = ", ".join(f"{k} <= {format_value(v, METRICS[k].unit)}" for k, v in verdict.slo_max.items())
+    lines.append(f"each point judged on: {bounds or 'the SLO set'}; valid, not saturated"
+                 + (" (PROVISIONAL bounds, not yet reviewed)" if verdict.slo_provisional else ""))
+    if verdict.floor is not None:
+        lines.append(f"SLO capacity floor: >= {rate_text(verdict.floor)} req/s "
+                     f"({'met' if verdict.floor_met else 'NOT met'}: the highest passing rate is judged)")
+    lines += [f"note: {n}" for s in verdict.sweeps for n in s.notes] + [f"note: {n}" for n in verdict.notes]
+    if verdict.changes:
+        lines.append("changed since the baseline: " + "; ".join(verdict.changes))
+    return "\n".join(lines)

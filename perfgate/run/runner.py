@@ -20,6 +20,7 @@ from perfgate.core.catalog import KEY_METRICS
 from perfgate.core.phase import PhaseResult
 from perfgate.load.scenario import Scenario, load_scenario
 from perfgate.report.tables import table
+from perfgate.run import capacity as capacity_run
 from perfgate.run.measure import measure_phase
 from perfgate.run.phase_lines import phase_result_line, phase_started_line
 from perfgate.run.session import PerfgateSession
@@ -27,6 +28,7 @@ from perfgate.run.source import LocustLoad
 from perfgate.run.target import Target
 from perfgate.serving.server import VllmServer, tail
 from perfgate.verdict.baseline import baseline_path, find_baseline, write_baseline
+from perfgate.verdict.capacity import CapacityVerdict
 from perfgate.verdict.gate import INCONCLUSIVE, NEW, REGRESSED, GateVerdict, compare
 from perfgate.verdict.gate_settings import GateSettings, load_gate_settings
 from perfgate.verdict.slo_files import load_slos
@@ -211,6 +213,16 @@ class PhaseRunner:
         saved = f"partial results saved in {self.results_dir}" if phase else f"results so far in {self.results_dir}"
         self.fail(f"the vLLM server for profile {self.target.profile} {problem} ({when} the phase); {saved}\n"
                   f"--- last lines of {log_path} ---\n{tail(Path(log_path), 30) if log_path else '(attached server)'}")
+
+    # -- capacity at the SLO (perfgate/run/capacity.py) -----------------------------------------------
+    async def capacity(self, scenario: str) -> CapacityVerdict:
+        """Sweep ``scenario``'s offered rate (its ``[sweep]`` table) on this test's server and judge the bracket
+        [highest passing, lowest failing) against the capacity baseline (``perfgate.run.capacity``)."""
+        return await capacity_run.measure_capacity(self, scenario)
+
+    def assert_capacity(self, verdict: CapacityVerdict) -> CapacityVerdict | None:
+        """Fail unless the capacity gate passes; with --perfgate-update-baselines record the capacity baseline."""
+        return capacity_run.assert_capacity(self, verdict)
 
     # -- verdicts ------------------------------------------------------------------------------------
     def assert_slos(self, phase: PhaseResult):
