@@ -22,3 +22,11 @@ async def test_fixed_512_256_throughput_holds(perfgate):
     phase = await perfgate.measure("fixed-512-256")
     perfgate.assert_slos(phase)
     perfgate.assert_no_regression(phase)
+
+
+async def test_capacity_at_slo(perfgate):
+    """The highest Poisson chat rate whose latency SLOs hold on this GPU class, as a bracket [highest passing,
+    lowest failing), gated against the profile's capacity baseline (scenarios/chat-capacity.toml sweeps 4, 8,
+    16, ... req/s and bisects; slos/<gpu>.toml [*/chat-capacity] holds the bounds, the same for every profile)."""
+    capacity = await perfgate.capacity("chat-capacity")
+    perfgate.assert_capacity(capacity)
