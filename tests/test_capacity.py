@@ -372,3 +372,14 @@ def test_table_and_report_show_the_bracket_the_rule_and_every_point(tmp_path: Pa
     assert "| 6 req/s | climb | **saturated** |" in md and "How to read it" in md
     run = json.loads(files.run_json.read_text())
     assert run["capacity"][0]["status"] == verdict.status and run["passed"] == verdict.passed
+
+
+def test_shipped_capacity_baselines_load_and_match_their_scenarios() -> None:
+    paths = sorted((REPO / "baselines").glob("*/*/capacity/*.json"))
+    assert paths, "the CPU capacity baseline is shipped"
+    for path in paths:
+        stored = load_capacity_baseline(path)
+        assert stored.bracket.lower is not None and stored.bracket.upper is not None, path
+        assert len({s.session for s in stored.sweeps}) >= 2, path  # one sweep per server session
+        digest = load_scenario(stored.scenario, REPO / "scenarios").content_digest()
+        assert stored.fingerprint["scenario_digest"] == digest, f"{path}: the scenario changed; re-record it"
