@@ -383,3 +383,47 @@ def test_shipped_capacity_baselines_load_and_match_their_scenarios() -> None:
         assert len({s.session for s in stored.sweeps}) >= 2, path  # one sweep per server session
         digest = load_scenario(stored.scenario, REPO / "scenarios").content_digest()
         assert stored.fingerprint["scenario_digest"] == digest, f"{path}: the scenario changed; re-record it"
+
+
+# --- the runner's assertion: fail with the table, or record the baseline -----------------------------------
+
+class FakeRunner:
+    """What ``perfgate.run.capacity.assert_capacity`` uses of a PhaseRunner (no server needed to assert)."""
+
+    def __init__(self, tmp_path: Path, *, update: bool = False, accept: str = "") -> None:
+        from types import SimpleNamespace
+
+        from perfgate.verdict.gate_settings import GateSettings
+
+        self.results_dir = tmp_path / "results"
+        self.session = SimpleNamespace(update_baselines=update, accept_regression=accept, verdicts={})
+        self.gate_settings = GateSettings(gpu_class="h200")
+
+    def fail(self, message: str) -> None:
+        raise AssertionError(message)
+
+
+def test_assert_capacity_fails_with_the_table_or_records_the_baseline(tmp_path: Path, monkeypatch) -> None:
+    from perfgate.run.capacity import assert_capacity
+
+    monkeypatch.setenv("PERFGATE_BASELINES_DIR", str(tmp_path / "baselines"))
+    base = baseline((16, 18), (16, 18))
+    regressed = judge([sweep(10, 12, "a"), sweep(10, 12, "b")], base)
+    with pytest.raises(AssertionError) as err:
+        assert_capacity(FakeRunner(tmp_path), regressed)
+    assert "capacity h200/optimized/chat-capacity: REGRESSED" in str(err.value) and "rule:" in str(err.value)
+    assert assert_capacity(FakeRunner(tmp_path), judge([sweep(17, 18)], base)) is not None  # PASS returns it
+    with pytest.raises(AssertionError, match="below the SLO's floor"):
+        assert_capacity(FakeRunner(tmp_path), judge([sweep(17, 18)], base, floor=20.0))
+    # Update mode never enshrines a regression unasked; with a reason it writes it, atomically, and says so.
+    with pytest.raises(AssertionError, match="never enshrines a regression"):
+        assert_capacity(FakeRunner(tmp_path, update=True), regressed)
+    path = tmp_path / "baselines" / "h200" / "optimized" / "capacity" / "chat-capacity.json"
+    assert not path.exists()
+    runner = FakeRunner(tmp_path, update=True, accept="a slower kernel, accepted")
+    assert assert_capacity(runner, regressed) is None
+    written = load_capacity_baseline(path)
+    assert written.bracket.upper == 12 and written.accepted_regression == "a slower kernel, accepted"
+    assert "capacity baseline new" in runner.session.verdicts["h200/optimized/chat-capacity"]["baseline_diff"]
+    with pytest.raises(AssertionError, match="needs sweeps from at least 2 server sessions"):
+        assert_capacity(FakeRunner(tmp_path, update=True), judge([sweep(17, 18)], None))
