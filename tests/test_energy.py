@@ -305,3 +305,25 @@ def test_the_phase_table_and_summary_show_energy_power_and_throttling() -> None:
     assert "| energy_per_output_token_j | 0.1234 J/token |" in md and "| avg_power_w | 512.3 W |" in md
     assert "GPU clocks held down by power or heat: SW power cap 23.0%, HW thermal slowdown 1.5%" in md
     assert "INVALID: GPU 0 throttled by SW power cap in 23% of samples (limit 5%)" in md
+
+
+def test_a_power_cap_flag_counts_only_where_the_clock_was_held_down() -> None:
+    """The H200 case: SW power cap flagged in 11 of 182 samples, 10 of them one step (1,965 MHz) below the
+    1,980 MHz maximum and one at 1,890 MHz. By its clocks the window was throttled in 1 sample, not 11."""
+    from types import SimpleNamespace
+
+    from perfgate.telemetry.throttle import clock_event_shares
+
+    samples = ([SimpleNamespace(gpu=0, clock_event_reasons=0, sm_clock_mhz=1980.0)] * 171
+               + [SimpleNamespace(gpu=0, clock_event_reasons=SW_POWER_CAP, sm_clock_mhz=1965.0)] * 10
+               + [SimpleNamespace(gpu=0, clock_event_reasons=SW_POWER_CAP, sm_clock_mhz=1890.0)])
+    shares = clock_event_shares(samples, [0], {0: 1980.0})
+    assert shares.metrics()["throttle_sw_power_cap_pct"] == pytest.approx(100 / 182)
+    reasons, note = throttle_verdict(shares)
+    assert reasons == [] and "SW power cap flagged in 6.0%" in note and "2% below its maximum" in note
+    # The same flags with the clock far down (or unknown) are throttling.
+    down = [SimpleNamespace(gpu=0, clock_event_reasons=SW_POWER_CAP, sm_clock_mhz=1860.0)] * 11
+    reasons, _ = throttle_verdict(clock_event_shares(samples[:171] + down, [0], {0: 1980.0}))
+    assert reasons and "SW power cap in 6.0% of samples" in reasons[0]
+    reasons, _ = throttle_verdict(clock_event_shares(samples, [0], None))
+    assert reasons and "SW power cap in 6.0%" in reasons[0]

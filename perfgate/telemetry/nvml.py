@@ -216,6 +216,7 @@ class NvmlSampler:
         self._started_at = 0.0
         self._process_errors: list[str] = []
         self._energy_start: EnergyReading | None = None
+        self._max_sm_clock: dict[int, float | None] = {}
 
     def start(self) -> None:
         """Begin the window; never raises for a missing GPU (``stop()`` then reports why)."""
@@ -238,6 +239,9 @@ class NvmlSampler:
             self._lib = None
             return
         self._energy_start = read_energy(self._lib, self._handles)
+        # A throttle flag counts only where the clock sat below its maximum (perfgate.telemetry.throttle).
+        self._max_sm_clock = {i: _try(self._lib.nvmlDeviceGetMaxClockInfo, h, self._lib.NVML_CLOCK_SM)
+                              for i, h in self._handles}
         self._sample_all()  # a reading at the very start of the window
         self._thread = threading.Thread(target=self._run, name="perfgate-nvml", daemon=True)
         self._thread.start()
@@ -308,7 +312,7 @@ class NvmlSampler:
         _try(self._lib.nvmlShutdown)
         self._lib = None
         result = summarize(self._samples, [i for i, _ in self._handles],
-                           process_tracked=self._pids_provider is not None)
+                           process_tracked=self._pids_provider is not None, max_sm_clock_mhz=self._max_sm_clock)
         result.started_at, result.stopped_at = self._started_at, stopped_at
         if result.available:
             result.metrics.update(energy.metrics)
@@ -335,7 +339,8 @@ def _stats(values: list[float], wanted: tuple[str, ...]) -> dict[str, float]:
     return {w: float(funcs[w]()) for w in wanted}
 
 
-def summarize(samples: list[NvmlSample], gpu_indices: list[int], process_tracked: bool = True) -> NvmlResult:
+def summarize(samples: list[NvmlSample], gpu_indices: list[int], process_tracked: bool = True,
+              max_sm_clock_mhz: dict[int, float | None] | None = None) -> NvmlResult:
     """Statistics over a window's samples: combined over GPUs per tick (see the module doc), and per GPU."""
     if not samples:
         return NvmlResult(available=False, reason="no NVML sample was taken in the window",
@@ -344,7 +349,7 @@ def summarize(samples: list[NvmlSample], gpu_indices: list[int], process_tracked
     for s in samples:
         by_tick.setdefault(s.t, []).append(s)
     result = NvmlResult(available=True, samples=list(samples), gpu_indices=gpu_indices,
-                        clock_events=clock_event_shares(samples, gpu_indices))
+                        clock_events=clock_event_shares(samples, gpu_indices, max_sm_clock_mhz))
     if result.clock_events.samples:
         result.metrics.update(result.clock_events.metrics())
         result.per_gpu.update(result.clock_events.per_gpu())
