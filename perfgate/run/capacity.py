@@ -20,22 +20,17 @@ restarted between) and ``assert_capacity`` writes their brackets as the capacity
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from perfgate._errors import PerfgateError
 from perfgate.core.method import METHOD_VERSION
 from perfgate.core.phase import PhaseResult, write_json_atomic
-from perfgate.core.records import RequestRecord
 from perfgate.core.results import jsonable
-from perfgate.load.engine import run_load
 from perfgate.load.scenario import Scenario
-from perfgate.load.stream import PromptStream
 from perfgate.load.sweep import SweepControl, SweepPoint
 from perfgate.report.tables import table
 from perfgate.run.measure import measure_phase, phase_stem
-from perfgate.run.source import Hook, LoadOutcome, load_events
+from perfgate.run.source import EngineLoad
 from perfgate.run.target import Target
 from perfgate.verdict.capacity import (
     INCONCLUSIVE,
@@ -69,34 +64,6 @@ POINT_METRICS = ("offered_rate", "achieved_rate", "request_throughput", "output_
                  "p99_e2el_ms", "waiting_queue_peak", "preemptions")
 
 
-@dataclass(frozen=True)
-class SweepPointLoad:
-    """The async engine for one sweep point: warm-up only before a sweep's first point (the server stays
-    warm between points, and every point drains before the next starts); prompts from the part
-    ``sweep<index>`` of the point's stream, which no other point or phase draws from."""
-
-    index: int
-    warmup: bool
-
-    def phase_name(self, scenario: Scenario) -> str:
-        return scenario.name
-
-    def workload_note(self, scenario: Scenario) -> str:
-        return f"workload: sweep point {self.index}: {scenario.workload()}"
-
-    def incomplete_reason(self, finished: int) -> str:
-        return f"the sweep point did not complete ({finished} requests finished; see the test's error)"
-
-    async def run(self, target: Target, scenario: Scenario, stream: PromptStream, *, window_started: Hook,
-                  sink: list[RequestRecord], notes: list[str], results_dir: Path, stem: str) -> LoadOutcome:
-        load = await run_load(target.base_url, scenario, model=target.served_model_name,
-                              tokenizer=target.tokenizer_object(), api_key=target.api_key, warmup=self.warmup,
-                              window_started=window_started, sink=sink, prompt_stream=stream,
-                              stream_name=f"sweep{self.index}")
-        notes += load.notes
-        return LoadOutcome(metrics=load.metrics, invalid_reasons=list(load.invalid_reasons), events=load_events(load))
-
-
 class CapacitySweep:
     """The points of one scenario's sweeps on one server, measured as phases under ``capacity/``."""
 
@@ -123,7 +90,7 @@ class CapacitySweep:
         runner._require_alive("before")
         phase = await measure_phase(target, point_scenario, results_dir=self.dir, repeat=index,
                                     nonce=runner.session.prompt_nonce,
-                                    source=SweepPointLoad(index, warmup=self.points_this_sweep == 0),
+                                    source=EngineLoad(sweep_index=index, warmup=self.points_this_sweep == 0),
                                     throttle_limit_pct=runner.gate_settings.throttle_limit_pct)
         self.points_this_sweep += 1
         point = judge_point(phase, rate, self.bounds, self.scenario.self_check)

@@ -50,22 +50,32 @@ class LoadSource(Protocol):
 
 @dataclass(frozen=True)
 class EngineLoad:
-    """perfgate's async engine: warm-up, then one closed- or open-loop window (``perfgate.load.engine``)."""
+    """perfgate's async engine: warm-up, then one closed- or open-loop window (``perfgate.load.engine``).
+
+    A capacity sweep's point sets ``sweep_index``: its prompts come from the part ``sweep<index>`` of the
+    stream, which no other point or phase draws from, and ``warmup`` is off after the sweep's first point
+    (the server stays warm between points, and every point drains before the next starts)."""
+
+    sweep_index: int | None = None
+    warmup: bool = True
 
     def phase_name(self, scenario: Scenario) -> str:
         return scenario.name
 
     def workload_note(self, scenario: Scenario) -> str:
-        return f"workload: {scenario.workload()}"
+        point = f"sweep point {self.sweep_index}: " if self.sweep_index is not None else ""
+        return f"workload: {point}{scenario.workload()}"
 
     def incomplete_reason(self, finished: int) -> str:
-        return f"the load did not complete ({finished} requests finished; see the test's error)"
+        what = "the sweep point" if self.sweep_index is not None else "the load"
+        return f"{what} did not complete ({finished} requests finished; see the test's error)"
 
     async def run(self, target: Target, scenario: Scenario, stream: PromptStream, *, window_started: Hook,
                   sink: list[RequestRecord], notes: list[str], results_dir: Path, stem: str) -> LoadOutcome:
+        part = f"sweep{self.sweep_index}" if self.sweep_index is not None else "measure"
         load = await run_load(target.base_url, scenario, model=target.served_model_name,
-                              tokenizer=target.tokenizer_object(), api_key=target.api_key,
-                              window_started=window_started, sink=sink, prompt_stream=stream)
+                              tokenizer=target.tokenizer_object(), api_key=target.api_key, warmup=self.warmup,
+                              window_started=window_started, sink=sink, prompt_stream=stream, stream_name=part)
         notes += load.notes
         return LoadOutcome(metrics=load.metrics, invalid_reasons=list(load.invalid_reasons),
                            events=load_events(load))
